@@ -1,0 +1,12 @@
+"""sj_ei: deep normalization-free spiking networks with excitatory-inhibitory
+layers (DeepEISNN, ICLR 2026) for spikingjelly."""
+from .layers import EIConv2d, EILinear, EIInitError
+from .neurons import IPopulation, e_population
+from .block import EIBlock
+from .init import ei_init, ei_layers
+from .constraint import constrain, clamp_
+from . import models
+
+__all__ = ['EIConv2d', 'EILinear', 'EIInitError', 'IPopulation', 'e_population', 'EIBlock',
+           'ei_init', 'ei_layers', 'constrain', 'clamp_', 'models']
+__version__ = '0.1.0'

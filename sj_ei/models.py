@@ -1,0 +1,120 @@
+"""Model builders: the paper's VGG and ResNet-18 (SPEC section 6) as E-I networks,
+batch-norm SNNs (the baseline) and plain SNNs of the same shape.
+
+All models are multi-step: ``[T, B, C, H, W] -> [T, B, num_classes]`` (average over T
+for the prediction); a static image ``[B, C, H, W]`` is repeated T times (direct encoding).
+"""
+from typing import Optional
+
+import torch
+from torch import nn
+from spikingjelly.activation_based import layer
+
+from .block import EIBlock
+from .init import name_layers
+from .layers import EIConv2d, EILinear
+from .neurons import e_population
+
+VGG_LAYOUTS = {
+    'vgg8': [64, 'P', 128, 'P', 256, 'P', 512, 'P', 512, 'P'],
+    'vgg11': [64, 'P', 128, 'P', 256, 256, 'P', 512, 512, 'P', 512, 512, 'P'],
+    'vgg16': [64, 64, 'P', 128, 128, 'P', 256, 256, 256, 'P', 512, 512, 512, 'P', 512, 512, 512, 'P'],
+    'vgg19': [64, 64, 'P', 128, 128, 'P', 256, 256, 256, 256, 'P', 512, 512, 512, 512, 'P',
+              512, 512, 512, 512, 'P'],
+}
+NAMES = (*VGG_LAYOUTS, 'resnet18')
+NORMS = ('ei', 'bn', 'none')
+
+
+class _Builder:
+    """Makes the spiking conv blocks and the readout for one ``norm``."""
+
+    def __init__(self, norm: str, ei_ratio: int, layer_options: dict):
+        self.norm, self.ei_ratio, self.options = norm, ei_ratio, layer_options
+
+    def conv(self, cin: int, cout: int, kernel_size: int, stride: int = 1) -> nn.Module:
+        """Spiking conv block ``[T, B, cin, H, W] -> spikes [T, B, cout, H', W']``."""
+        padding = kernel_size // 2
+        if self.norm == 'ei':
+            return EIBlock(EIConv2d(cin, cout, kernel_size, stride, padding, ei_ratio=self.ei_ratio,
+                                    step_mode='m', **self.options), e_population(step_mode='m'))
+        conv = layer.Conv2d(cin, cout, kernel_size, stride, padding, bias=False, step_mode='m')
+        nn.init.kaiming_normal_(conv.weight, mode='fan_out', nonlinearity='relu')
+        norm = [layer.BatchNorm2d(cout, step_mode='m')] if self.norm == 'bn' else []
+        return nn.Sequential(conv, *norm, e_population(step_mode='m'))
+
+    def readout(self, features: int, num_classes: int) -> nn.Module:
+        if self.norm == 'ei':
+            return EILinear(features, num_classes, ei_ratio=min(self.ei_ratio, num_classes), readout=True,
+                            step_mode='m', **self.options)
+        return layer.Linear(features, num_classes, step_mode='m')
+
+
+class BasicBlock(nn.Module):
+    """ResNet basic block on spikes: ``conv3x3(stride) -> conv3x3``, plus the shortcut
+    (identity, or a 1x1 spiking conv block when the shape changes), added as spikes."""
+
+    def __init__(self, make: _Builder, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.main = nn.Sequential(make.conv(cin, cout, 3, stride), make.conv(cout, cout, 3))
+        self.shortcut = make.conv(cin, cout, 1, stride) if stride != 1 or cin != cout else nn.Identity()
+
+    def forward(self, x_seq):
+        return self.main(x_seq) + self.shortcut(x_seq)
+
+
+class SpikingClassifier(nn.Module):
+    """``features`` (multi-step spiking blocks), global average pooling, ``readout``."""
+
+    def __init__(self, features: nn.Sequential, readout: nn.Module, in_channels: int, T: Optional[int]):
+        super().__init__()
+        self.features, self.readout = features, readout
+        self.pool = nn.Sequential(layer.AdaptiveAvgPool2d((1, 1), step_mode='m'), layer.Flatten(step_mode='m'))
+        self.in_channels, self.T = in_channels, T
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[T, B, C, H, W]`` (events) or ``[B, C, H, W]`` (static, repeated ``self.T`` times)
+        ``-> [T, B, num_classes]``."""
+        if x.dim() == 4:
+            if self.T is None:
+                raise ValueError('a static input [B, C, H, W] needs the number of time steps: '
+                                 'build the model with T=..., or pass [T, B, C, H, W]')
+            x = x.unsqueeze(0).expand(self.T, *x.shape)
+        elif x.dim() != 5:
+            raise ValueError(f'expected input [T, B, C, H, W] or [B, C, H, W] with C={self.in_channels}, '
+                             f'got {tuple(x.shape)}')
+        return self.readout(self.pool(self.features(x)))
+
+
+def build(name: str, num_classes: int, in_channels: int, norm: str = 'ei', T: Optional[int] = None,
+          ei_ratio: int = 4, **layer_options) -> SpikingClassifier:
+    """Build ``vgg8``/``vgg11``/``vgg16``/``vgg19``/``resnet18`` with ``norm`` one of
+    ``'ei'`` (E-I layers), ``'bn'`` (batch-norm SNN) or ``'none'`` (plain SNN).
+
+    ``T`` is needed only for static input.  ``layer_options`` go to every E-I layer
+    (the ablation switches: ``init``, ``sign_constraint``, ``eps``, ``grad_scale``, ``i_population``).
+    """
+    if name not in NAMES:
+        raise ValueError(f'unknown model {name!r}; choose one of {", ".join(NAMES)}')
+    if norm not in NORMS:
+        raise ValueError(f'unknown norm {norm!r}; choose one of {", ".join(NORMS)}')
+    if layer_options and norm != 'ei':
+        raise ValueError(f'E-I layer options {sorted(layer_options)} apply only to norm=\'ei\'')
+    make = _Builder(norm, ei_ratio, layer_options)
+    blocks, cin = [], in_channels
+    if name == 'resnet18':
+        blocks.append(make.conv(cin, 64, 3))
+        cin = 64
+        for cout, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+            blocks += [BasicBlock(make, cin, cout, stride), BasicBlock(make, cout, cout, 1)]
+            cin = cout
+    else:
+        for item in VGG_LAYOUTS[name]:
+            if item == 'P':
+                blocks.append(layer.AvgPool2d(2, step_mode='m'))
+            else:
+                blocks.append(make.conv(cin, item, 3))
+                cin = item
+    net = SpikingClassifier(nn.Sequential(*blocks), make.readout(cin, num_classes), in_channels, T)
+    name_layers(net)
+    return net
