@@ -87,11 +87,12 @@ class SpikingClassifier(nn.Module):
 
 
 def build(name: str, num_classes: int, in_channels: int, norm: str = 'ei', T: Optional[int] = None,
-          ei_ratio: int = 4, **layer_options) -> SpikingClassifier:
+          ei_ratio: int = 4, width: float = 1.0, **layer_options) -> SpikingClassifier:
     """Build ``vgg8``/``vgg11``/``vgg16``/``vgg19``/``resnet18`` with ``norm`` one of
     ``'ei'`` (E-I layers), ``'bn'`` (batch-norm SNN) or ``'none'`` (plain SNN).
 
-    ``T`` is needed only for static input.  ``layer_options`` go to every E-I layer
+    ``T`` is needed only for static input.  ``width`` scales every layer's channel count
+    (the paper's networks are ``width=1``; a small width makes a quick CPU model).  ``layer_options`` go to every E-I layer
     (the ablation switches: ``init``, ``sign_constraint``, ``eps``, ``grad_scale``, ``i_population``).
     """
     if name not in NAMES:
@@ -100,12 +101,16 @@ def build(name: str, num_classes: int, in_channels: int, norm: str = 'ei', T: Op
         raise ValueError(f'unknown norm {norm!r}; choose one of {", ".join(NORMS)}')
     if layer_options and norm != 'ei':
         raise ValueError(f'E-I layer options {sorted(layer_options)} apply only to norm=\'ei\'')
+    if width <= 0:
+        raise ValueError(f'width must be > 0, got {width}')
     make = _Builder(norm, ei_ratio, layer_options)
+    scaled = lambda channels: max(ei_ratio, round(channels * width))
     blocks, cin = [], in_channels
     if name == 'resnet18':
-        blocks.append(make.conv(cin, 64, 3))
-        cin = 64
+        blocks.append(make.conv(cin, scaled(64), 3))
+        cin = scaled(64)
         for cout, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+            cout = scaled(cout)
             blocks += [BasicBlock(make, cin, cout, stride), BasicBlock(make, cout, cout, 1)]
             cin = cout
     else:
@@ -113,8 +118,8 @@ def build(name: str, num_classes: int, in_channels: int, norm: str = 'ei', T: Op
             if item == 'P':
                 blocks.append(layer.AvgPool2d(2, step_mode='m'))
             else:
-                blocks.append(make.conv(cin, item, 3))
-                cin = item
+                blocks.append(make.conv(cin, scaled(item), 3))
+                cin = scaled(item)
     net = SpikingClassifier(nn.Sequential(*blocks), make.readout(cin, num_classes), in_channels, T)
     name_layers(net)
     return net
