@@ -49,6 +49,10 @@ def integrate(i_ee, i_ei, i_sh, gain_e, bias):
     return gain_e.view(shape) * (i_ee - i_ei) / i_sh + bias.view(shape)
 
 
+def _at_least_float32(y: torch.Tensor) -> torch.Tensor:
+    return y if y.dtype in (torch.float32, torch.float64) else y.float()
+
+
 def _currents(y, n_e, weight_ei, gain_i, gain_e, bias, i_population, eps, readout):
     if readout:
         return y[:, :n_e] - pointwise(weight_ei, i_population(y[:, n_e:]))
@@ -61,7 +65,7 @@ class _EICurrent(torch.autograd.Function):
     The element-wise intermediates are recomputed in backward instead of being stored,
     so an E-I layer saves 1.25x the activations of a convolution followed by batch norm.
     The gradient of ``weight_ei`` is multiplied by ``ei_grad_scale`` (SPEC section 4).
-    Computation is in float32 even under autocast: half precision loses the division.
+    Computation is in float32 (or float64) even under autocast: half precision loses the division.
     """
 
     @staticmethod
@@ -69,7 +73,7 @@ class _EICurrent(torch.autograd.Function):
         ctx.config = (n_e, i_population, eps, readout, ei_grad_scale)
         ctx.save_for_backward(y, weight_ei, gain_i, gain_e, bias)
         with torch.autocast(y.device.type, enabled=False):
-            return _currents(y.float(), n_e, weight_ei, gain_i, gain_e, bias, i_population, eps, readout)
+            return _currents(_at_least_float32(y), n_e, weight_ei, gain_i, gain_e, bias, i_population, eps, readout)
 
     @staticmethod
     def backward(ctx, grad_out):
@@ -77,7 +81,7 @@ class _EICurrent(torch.autograd.Function):
         saved = ctx.saved_tensors
         inputs = [t if t is None else t.detach().requires_grad_(need) for t, need in zip(saved, ctx.needs_input_grad)]
         with torch.enable_grad(), torch.autocast(grad_out.device.type, enabled=False):
-            out = _currents(inputs[0].float(), n_e, *inputs[1:], i_population, eps, readout)
+            out = _currents(_at_least_float32(inputs[0]), n_e, *inputs[1:], i_population, eps, readout)
             wanted = [t for t in inputs if t is not None and t.requires_grad]
             grads = iter(torch.autograd.grad(out, wanted, grad_out, allow_unused=True))
         result = [next(grads) if t is not None and t.requires_grad else None for t in inputs]

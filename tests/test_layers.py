@@ -1,0 +1,138 @@
+"""EIConv2d and EILinear compute SPEC section 1, in both step modes, with the
+gradients of SPEC section 4 (E-I Prop)."""
+import pytest
+import torch
+from torch.autograd import gradcheck
+
+import sj_ei
+from sj_ei.circuit import ei_current
+
+import spec
+
+CONV = dict(stride=2, padding=1, dilation=1)
+
+
+def make_layer(kind, readout, seed=0, **options):
+    """A layer with random non-negative parameters, some exactly zero, and a batch of
+    non-negative inputs in which sample 0 is all zeros and sample 1 is zero on one half."""
+    torch.manual_seed(seed)
+    if kind == 'conv':
+        layer = sj_ei.EIConv2d(3, 8, 3, ei_ratio=4, readout=readout, **CONV, **options)
+        x = torch.rand(4, 3, 7, 7)
+        x[1, :, :, :4] = 0
+    else:
+        layer = sj_ei.EILinear(12, 8, ei_ratio=4, readout=readout, **options)
+        x = torch.rand(4, 12)
+    x[0] = 0
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.uniform_(0.1, 1.0)
+        layer.weight_ei[:3] = 0  # E channels 0-2 get no inhibition: I_sh is 0 there
+        if not readout:
+            layer.bias.uniform_(-0.5, 0.5)
+    layer.initialized.fill_(True)
+    layer._sync_initialized()
+    return layer, x
+
+
+def spec_forward(layer, x, straight_through=True):
+    params = {name: p.detach().double().requires_grad_() for name, p in layer.named_parameters()}
+    conv = CONV if isinstance(layer, sj_ei.EIConv2d) else {}
+    out = spec.ei_layer(x.double(), readout=layer.readout, straight_through=straight_through, **params, **conv)
+    return out, params
+
+
+@pytest.mark.parametrize('kind', ['conv', 'linear'])
+@pytest.mark.parametrize('readout', [False, True])
+def test_forward_equals_spec_formulas(kind, readout):
+    layer, x = make_layer(kind, readout)
+    expected, _ = spec_forward(layer, x)
+    out = layer(x)
+    assert out.dtype == torch.float32 and torch.isfinite(out).all()
+    torch.testing.assert_close(out.double(), expected.detach(), rtol=1e-5, atol=1e-5)
+    if not readout:
+        # the all-zero sample has no positive I_sh: it outputs the bias exactly
+        shape = (-1,) + (1,) * (out.dim() - 2)
+        torch.testing.assert_close(out[0], layer.bias.detach().view(shape).expand_as(out[0]))
+        # zeros in I_sh were replaced, so stabilization was exercised
+        assert (out[1:, :3] != layer.bias.detach().view(shape)[:3]).any()
+
+
+@pytest.mark.parametrize('kind', ['conv', 'linear'])
+@pytest.mark.parametrize('readout', [False, True])
+def test_gradients_equal_spec_with_straight_through_and_scaled_weight_ei(kind, readout):
+    layer, x = make_layer(kind, readout, grad_scale=False)
+    x.requires_grad_()
+    grad_out = torch.randn_like(layer(x))
+    layer(x).backward(grad_out)
+    expected, params = spec_forward(layer, x.detach())
+    expected.backward(grad_out.double())
+    for name, p in layer.named_parameters():
+        torch.testing.assert_close(p.grad.double(), params[name].grad, rtol=1e-4, atol=1e-5, msg=name)
+
+    scaled, _ = make_layer(kind, readout, grad_scale=True)
+    scaled(x.detach()).backward(grad_out)
+    assert torch.equal(scaled.weight_ei.grad, layer.weight_ei.grad * (1.0 / layer.fan_in))
+    for name in ('weight_ee', 'weight_ie'):
+        assert torch.equal(getattr(scaled, name).grad, getattr(layer, name).grad)
+
+
+def test_straight_through_gradient_ignores_the_replacement():
+    """Through stabilization, d I_int / d I_sh is -g (I_EE - I_EI) / I_sh~^2 at every
+    position, replaced or not: the replacement value itself receives no gradient."""
+    layer, x = make_layer('conv', readout=False, grad_scale=False)
+    layer(x).sum().backward()
+    ste, params = spec_forward(layer, x, straight_through=True)
+    ste.sum().backward()
+    through_min, params_min = spec_forward(layer, x, straight_through=False)
+    through_min.sum().backward()
+    torch.testing.assert_close(layer.gain_i.grad.double(), params['gain_i'].grad, rtol=1e-4, atol=1e-6)
+    assert not torch.allclose(params['gain_i'].grad, params_min['gain_i'].grad)
+
+
+@pytest.mark.parametrize('readout', [False, True])
+def test_gradcheck_of_the_circuit(readout):
+    torch.manual_seed(0)
+    n_e, n_i = 4, 2
+    y = torch.rand(3, n_e + n_i, 5, 5, dtype=torch.float64) + 0.1
+    params = [torch.rand(n_e, n_i, dtype=torch.float64) + 0.1, torch.rand(n_i, dtype=torch.float64) + 0.1,
+              torch.rand(n_e, dtype=torch.float64) + 0.1, torch.randn(n_e, dtype=torch.float64)]
+    if readout:
+        params[1:] = [None, None, None]
+    inputs = [t.requires_grad_() for t in [y, *params] if t is not None]
+
+    def circuit(y, weight_ei, *rest):
+        rest = rest or (None, None, None)
+        return ei_current(y, n_e, weight_ei, *rest, sj_ei.IPopulation(), readout=readout)
+
+    assert gradcheck(circuit, inputs)
+
+
+@pytest.mark.parametrize('kind', ['conv', 'linear'])
+def test_multi_step_equals_single_step_over_time(kind):
+    layer, x = make_layer(kind, readout=False)
+    x_seq = torch.stack([x, x.flip(0), 0.5 * x])
+    single = torch.stack([layer(x_t) for x_t in x_seq])
+    layer.step_mode = 'm'
+    torch.testing.assert_close(layer(x_seq), single)
+
+
+def test_spike_count_i_population():
+    pop = sj_ei.IPopulation('count', theta=0.5)
+    i_ie = torch.tensor([-0.3, 0.2, 0.5, 1.26], requires_grad=True)
+    r = pop(i_ie)
+    assert r.tolist() == [0.0, 0.0, 0.5, 1.0]
+    r.sum().backward()
+    assert i_ie.grad.tolist() == [0.0, 1.0, 1.0, 1.0]
+
+
+def test_fixed_epsilon_ablation_shifts_the_denominator():
+    layer, x = make_layer('linear', readout=False, eps=1e-3)
+    x[0] = 0
+    out = layer(x)
+    params = {n: p.detach().double() for n, p in layer.named_parameters()}
+    i_ee = x.double() @ params['weight_ee'].T
+    r = torch.relu(x.double() @ params['weight_ie'].T)
+    i_ei, i_sh = r @ params['weight_ei'].T, (params['gain_i'] * r) @ params['weight_ei'].T
+    expected = params['gain_e'] * (i_ee - i_ei) / (i_sh + 1e-3) + params['bias']
+    torch.testing.assert_close(out.double(), expected, rtol=1e-5, atol=1e-5)

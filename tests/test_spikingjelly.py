@@ -1,0 +1,62 @@
+"""E-I layers are ordinary spikingjelly step modules: step modes, reset_net,
+set_backend and monitors work on them unchanged."""
+import logging
+
+import torch
+from torch import nn
+from spikingjelly.activation_based import functional, layer, monitor, neuron
+
+import sj_ei
+
+
+def user_network():
+    """What a spikingjelly user writes by hand with sj_ei's layers."""
+    return nn.Sequential(
+        sj_ei.EIConv2d(2, 16, 3, padding=1), sj_ei.e_population(),
+        layer.AvgPool2d(2),
+        sj_ei.EIBlock(sj_ei.EIConv2d(16, 32, 3, padding=1), sj_ei.e_population()),
+        layer.Flatten(),
+        sj_ei.EILinear(32 * 4 * 4, 10, readout=True),
+    )
+
+
+def test_set_step_mode_and_reset_net():
+    torch.manual_seed(0)
+    net = user_network()
+    x_seq = (torch.rand(3, 4, 2, 8, 8) < 0.3).float()
+    functional.set_step_mode(net, 'm')
+    assert all(m.step_mode == 'm' for m in net.modules() if hasattr(m, 'step_mode'))
+    out = net(x_seq)
+    assert out.shape == (3, 4, 10)
+    lif = net[1]
+    assert isinstance(lif.v, torch.Tensor) and lif.v.abs().sum() > 0
+    functional.reset_net(net)
+    assert lif.v == 0.0
+
+    functional.set_step_mode(net, 's')
+    stepped = torch.stack([net(x_t) for x_t in x_seq])
+    functional.reset_net(net)
+    torch.testing.assert_close(stepped, out)
+
+
+def test_set_backend_reaches_the_lif_nodes_and_blocks(caplog):
+    net = user_network()
+    functional.set_step_mode(net, 'm')
+    with caplog.at_level(logging.WARNING):
+        functional.set_backend(net, 'cupy', instance=(neuron.LIFNode, sj_ei.EIBlock))
+    assert not caplog.records
+    assert net[1].backend == 'cupy' and net[3].backend == 'cupy' and net[3].neuron.backend == 'cupy'
+    functional.set_backend(net, 'torch')
+    assert all(m.backend == 'torch' for m in net.modules() if hasattr(m, 'backend'))
+
+
+def test_monitors_record_e_populations_and_e_i_layers():
+    torch.manual_seed(0)
+    net = user_network()
+    functional.set_step_mode(net, 'm')
+    spikes = monitor.OutputMonitor(net, neuron.LIFNode, lambda s: s.mean().item())
+    currents = monitor.OutputMonitor(net, sj_ei.EIConv2d)
+    net((torch.rand(3, 4, 2, 8, 8) < 0.3).float())
+    assert len(spikes.records) == 2 and all(0 < r < 1 for r in spikes.records)
+    assert [c.shape for c in currents.records] == [(3, 4, 16, 8, 8), (3, 4, 32, 4, 4)]
+    assert spikes.monitored_layers == ['1', '3.neuron']
