@@ -1,5 +1,6 @@
 """sj_ei: deep normalization-free spiking networks with excitatory-inhibitory
 layers (DeepEISNN, ICLR 2026) for spikingjelly."""
+from . import _compat  # noqa: F401  (first: adapts spikingjelly to numpy 2)
 from .layers import EIConv2d, EILinear, EIInitError
 from .neurons import IPopulation, e_population
 from .block import EIBlock

@@ -31,6 +31,7 @@ class SyntheticEvents(Dataset):
         self.substeps, self.noise = substeps, noise
         axis = torch.arange(size, dtype=torch.float32) + 0.5
         self._grid_y, self._grid_x = torch.meshgrid(axis, axis, indexing='ij')
+        self._made = {}  # index -> sample: every sample is made once per process
 
     def __len__(self):
         return self.num_samples
@@ -38,6 +39,11 @@ class SyntheticEvents(Dataset):
     def __getitem__(self, index: int):
         if not 0 <= index < self.num_samples:
             raise IndexError(index)
+        if index not in self._made:
+            self._made[index] = self._make(index)
+        return self._made[index]
+
+    def _make(self, index: int):
         label = index % len(CLASSES)
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
         uniform = lambda lo, hi, n=(): lo + (hi - lo) * torch.rand(n, generator=g)

@@ -1,0 +1,1 @@
+"""The paper's trainer: ``python -m train.classify -cfg configs/X.yaml``."""

@@ -1,0 +1,80 @@
+"""Training checkpoints: everything needed to continue a run exactly, written atomically.
+
+A checkpoint holds the model, optimizer, scheduler and grad-scaler states, the epoch,
+the best accuracy, every RNG state and the config.  It is written to a temporary file
+in the same folder, flushed to disk, then renamed over the old one, so a crash while
+saving leaves the previous checkpoint intact.  It loads with ``weights_only=True``.
+"""
+import os
+import random
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+FORMAT = 'sj_ei.train.classify'
+VERSION = 1
+#: config keys a resumed run must share with its checkpoint
+SAME_RUN = ('dataset', 'model', 'norm', 'width', 'ei_ratio', 'T', 'batch_size', 'epochs', 'lr', 'seed')
+
+
+class CheckpointError(ValueError):
+    """A file that is not a usable checkpoint of this trainer."""
+
+
+def rng_states() -> dict:
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {'torch': torch.get_rng_state(), 'cuda': torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            'numpy': [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
+            'python': random.getstate()}
+
+
+def set_rng_states(states: dict) -> None:
+    torch.set_rng_state(states['torch'])
+    if states['cuda'] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states['cuda'])
+    kind, keys, pos, has_gauss, cached = states['numpy']
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    version, internal, gauss = states['python']
+    random.setstate((version, tuple(internal), gauss))
+
+
+def save(path, **state) -> None:
+    """Write ``state`` (plus the format marker and RNG states) to ``path`` atomically."""
+    path = Path(path)
+    state = {'format': FORMAT, 'version': VERSION, 'rng': rng_states(), **state}
+    fd, partial = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}-')
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(partial, path)
+    except BaseException:
+        os.unlink(partial)
+        raise
+
+
+def load(path, config: dict) -> dict:
+    """The checkpoint at ``path``, checked to be this trainer's and of the same run as ``config``."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f'checkpoint {path} does not exist')
+    try:
+        state = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f'{path} is damaged or not a PyTorch checkpoint ({type(e).__name__}: '
+                              f'{str(e).splitlines()[0][:200]}); resume from another checkpoint, '
+                              'e.g. checkpoint_max.pth') from None
+    if not isinstance(state, dict) or state.get('format') != FORMAT:
+        raise CheckpointError(f'{path} is not a checkpoint of train.classify (no {FORMAT!r} marker); '
+                              'to start from foreign weights, load them into the model yourself')
+    if state['version'] != VERSION:
+        raise CheckpointError(f'{path} is a version {state["version"]} checkpoint; this trainer reads version {VERSION}')
+    differ = [f'{k}: {state["config"].get(k)!r} in the checkpoint, {config[k]!r} now'
+              for k in SAME_RUN if state['config'].get(k) != config[k]]
+    if differ:
+        raise CheckpointError(f'{path} belongs to another run ({"; ".join(differ)}); '
+                              'resume with the config it was trained with')
+    return state

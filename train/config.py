@@ -1,0 +1,91 @@
+"""Experiment configuration: every key, its type, default and meaning, in one place.
+
+A config is a YAML mapping of these keys; command-line flags override it.
+Unknown keys and values of the wrong type are a ``ConfigError`` listing the valid keys.
+"""
+from pathlib import Path
+
+import yaml
+
+from sj_ei import datasets, models
+
+#: key: (type, default, meaning)
+SCHEMA = {
+    'dataset': (str, 'synthetic', f'one of {", ".join(datasets.NAMES)}'),
+    'data_dir': (str, 'data', 'folder holding the dataset (see README, Datasets)'),
+    'model': (str, 'vgg8', f'one of {", ".join(models.NAMES)}'),
+    'norm': (str, 'ei', "'ei' (E-I layers), 'bn' (batch-norm SNN baseline) or 'none' (plain SNN)"),
+    'width': (float, 1.0, 'channel multiplier of the model (1 = the paper)'),
+    'ei_ratio': (int, 4, 'excitatory / inhibitory neurons per layer'),
+    'T': (int, 4, 'time steps (event frames, or repetitions of a static image)'),
+    'batch_size': (int, 128, 'samples per optimizer step (per process under torchrun)'),
+    'epochs': (int, 300, 'training epochs'),
+    'lr': (float, 0.001, 'peak learning rate (after warm-up)'),
+    'momentum': (float, 0.9, 'SGD momentum'),
+    'weight_decay': (float, 5e-4, 'SGD weight decay'),
+    'warmup_epochs': (int, 10, 'epochs of linear learning-rate warm-up before cosine annealing'),
+    'workers': (int, 4, 'data-loading worker processes'),
+    'amp': (bool, False, 'automatic mixed precision'),
+    'backend': (str, 'torch', "neuron backend: 'torch' or 'cupy' (GPU)"),
+    'device': (str, 'cpu', "torch device, e.g. 'cpu', 'cuda', 'cuda:1'"),
+    'seed': (int, 0, 'seed of every random number generator'),
+    'out_dir': (str, 'runs/run', 'folder for TensorBoard logs and checkpoints'),
+    'histograms': (bool, False, "TensorBoard histograms of E-I parameters and each layer's I_int, every epoch"),
+    'num_samples': (int, 1024, 'synthetic dataset only: training samples'),
+    'num_test_samples': (int, 512, 'synthetic dataset only: test samples'),
+    'size': (int, 32, 'synthetic dataset only: frame height and width'),
+}
+CHOICES = {'dataset': datasets.NAMES, 'model': models.NAMES, 'norm': models.NORMS, 'backend': ('torch', 'cupy')}
+POSITIVE = ('width', 'ei_ratio', 'T', 'batch_size', 'epochs', 'num_samples', 'num_test_samples', 'size')
+
+
+class ConfigError(ValueError):
+    """A config file or flag the trainer cannot use."""
+
+
+def valid_keys() -> str:
+    return '\n'.join(f'  {key} ({kind.__name__}, default {default!r}): {meaning}'
+                     for key, (kind, default, meaning) in SCHEMA.items())
+
+
+def check(key: str, value, source: str):
+    """``value`` converted to ``key``'s type, or a ``ConfigError`` naming ``source``."""
+    if key not in SCHEMA:
+        raise ConfigError(f'{source}: unknown key {key!r}. Valid keys:\n{valid_keys()}')
+    kind = SCHEMA[key][0]
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ConfigError(f'{source}: {key} must be {kind.__name__}, got {value!r}. Valid keys:\n{valid_keys()}')
+    if key in CHOICES and value not in CHOICES[key]:
+        raise ConfigError(f'{source}: {key} must be one of {", ".join(CHOICES[key])}, got {value!r}')
+    if key in POSITIVE and value <= 0 or key in ('lr', 'weight_decay', 'momentum', 'warmup_epochs', 'workers') and value < 0:
+        raise ConfigError(f'{source}: {key} must be {"> 0" if key in POSITIVE else ">= 0"}, got {value!r}')
+    return value
+
+
+def load(path) -> dict:
+    """The config in YAML file ``path``, completed with defaults."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f'config file {path} does not exist (the paper settings are in configs/)')
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f'{path} is not valid YAML: {e}') from None
+    if not isinstance(data, dict):
+        raise ConfigError(f'{path} must be a mapping of keys to values. Valid keys:\n{valid_keys()}')
+    config = {key: default for key, (_, default, _) in SCHEMA.items()}
+    config.update({key: check(key, value, str(path)) for key, value in data.items()})
+    return config
+
+
+def override(config: dict, key: str, text: str, source: str) -> None:
+    """Set ``key`` from command-line ``text`` (parsed as YAML: ``4``, ``0.1``, ``true``, ``cifar10``)."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        value = text
+    if SCHEMA.get(key, (None,))[0] is str:
+        value = text
+    config[key] = check(key, value, source)
