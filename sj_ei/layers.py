@@ -12,12 +12,11 @@ import math
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.utils import _pair
 from spikingjelly.activation_based import base
 
-from .circuit import ei_current, inhibition, scale_grad
+from .circuit import ei_current, inhibition, project, scale_grad
 from .neurons import IPopulation
 
 _INITS = ('ei', 'kaiming')
@@ -220,8 +219,7 @@ class EIConv2d(_EILayer):
                          init, sign_constraint, eps, grad_scale, i_population)
 
     def project(self, x):
-        weight = torch.cat([self.weight_ee, self.weight_ie])
-        return F.conv2d(x, weight, None, self.stride, self.padding, self.dilation)
+        return project(x, self.weight_ee, self.weight_ie, (self.stride, self.padding, self.dilation))
 
     def extra_repr(self):
         return (f'{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, '
@@ -245,7 +243,7 @@ class EILinear(_EILayer):
                          init, sign_constraint, eps, grad_scale, i_population)
 
     def project(self, x):
-        return F.linear(x, torch.cat([self.weight_ee, self.weight_ie]))
+        return project(x, self.weight_ee, self.weight_ie)
 
     def extra_repr(self):
         return f'{self.in_features}, {self.out_features}, ' + super().extra_repr()

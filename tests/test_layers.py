@@ -136,3 +136,13 @@ def test_fixed_epsilon_ablation_shifts_the_denominator():
     i_ei, i_sh = r @ params['weight_ei'].T, (params['gain_i'] * r) @ params['weight_ei'].T
     expected = params['gain_e'] * (i_ee - i_ei) / (i_sh + 1e-3) + params['bias']
     torch.testing.assert_close(out.double(), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('conv', [None, ((2, 1), (1, 0), (1, 1))], ids=['linear', 'conv'])
+def test_gradcheck_of_the_projection(conv):
+    from sj_ei.circuit import project
+    torch.manual_seed(0)
+    shape_x, shape_w = ((3, 5), (5,)) if conv is None else ((2, 3, 6, 5), (3, 3, 3))
+    inputs = [torch.rand(*shape_x, dtype=torch.float64), torch.rand(4, *shape_w, dtype=torch.float64),
+              torch.rand(2, *shape_w, dtype=torch.float64)]
+    assert gradcheck(lambda x, w_ee, w_ie: project(x, w_ee, w_ie, conv), [t.requires_grad_() for t in inputs])
