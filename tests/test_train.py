@@ -172,3 +172,15 @@ def test_dvsgesture_config_runs_an_epoch_on_the_real_format(tmp_path):
     assert 'vgg8 (ei) on dvsgesture: 11 train / 11 test samples, T=4' in result.stdout
     assert 'epoch 0: train loss' in result.stdout
     assert (tmp_path / 'run' / 'checkpoint_latest.pth').is_file()
+
+
+def test_pretrained_deepeisnn_model_is_evaluated(tmp_path):
+    from safetensors.torch import save_file
+    from test_convert import CONFIG, deepeisnn_vgg8
+    save_file(deepeisnn_vgg8(), str(tmp_path / 'model.safetensors'))
+    (tmp_path / 'config.json').write_text(__import__('json').dumps(CONFIG))
+    write_dvs_gesture(tmp_path / 'data')
+    result = cli('-cfg', ROOT / 'configs' / 'dvsgesture.yaml', '-data-dir', tmp_path / 'data', '-device', 'cpu',
+                 '-T', '2', '-j', '0', '-pretrained', tmp_path / 'model.safetensors')
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert 'model.safetensors: test loss' in result.stdout and '(11 samples' in result.stdout

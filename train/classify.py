@@ -27,7 +27,7 @@ from tqdm import tqdm
 from spikingjelly.activation_based import functional, neuron
 
 import sj_ei
-from sj_ei import datasets
+from sj_ei import convert, datasets
 
 from . import checkpoint
 from . import config as cfg
@@ -46,6 +46,9 @@ def parse_args(argv=None):
         parser.add_argument(flag, dest=key, metavar=key.upper(), help=cfg.SCHEMA[key][2])
     parser.add_argument('-amp', action='store_true', help=cfg.SCHEMA['amp'][2])
     parser.add_argument('-resume', metavar='PATH', help='continue the run of this checkpoint')
+    parser.add_argument('-pretrained', metavar='PATH',
+                        help='evaluate a DeepEISNN model (model.safetensors, with its config.json beside it, or a '
+                             '.pth training checkpoint of the same layout) on the test set, and exit')
     parser.add_argument('-set', action='append', default=[], metavar='KEY=VALUE', help='override any config key')
     return parser.parse_args(argv)
 
@@ -319,14 +322,34 @@ def train(config: dict, resume=None):
     return best_acc1
 
 
-USER_ERRORS = (cfg.ConfigError, checkpoint.CheckpointError, datasets.DatasetNotFoundError, sj_ei.EIInitError)
+def evaluate_pretrained(config: dict, path) -> float:
+    """Test-set top-1 (%) of a DeepEISNN checkpoint read into the sj_ei model of ``config``."""
+    distributed = Distributed(config['device'])
+    meta = datasets.info(config['dataset'])
+    name = config['model']
+    arch = {'arch': name.rstrip('0123456789'), 'num_layers': int(name[len(name.rstrip('0123456789')):]),
+            'num_classes': meta['num_classes'], 'in_channels': meta['in_channels'], 'ei_ratio': config['ei_ratio']}
+    beside = Path(path).with_name('config.json')
+    model = convert.from_deepeisnn(path, beside if beside.is_file() else arch, T=config['T']).to(distributed.device)
+    _, test_loader = loaders(config, distributed)
+    samples, loss, top1, top5, seconds = run_epoch(model, test_loader, distributed.device, config['amp'], False)
+    print(f'{path}: test loss {loss / samples:.4f} acc@1 {100 * top1 / samples:.2f} acc@5 {100 * top5 / samples:.2f} '
+          f'({samples:.0f} samples, {samples / seconds:.1f} samples/s)')
+    return 100 * top1 / samples
+
+
+USER_ERRORS = (cfg.ConfigError, checkpoint.CheckpointError, datasets.DatasetNotFoundError, sj_ei.EIInitError,
+               convert.ConversionError)
 
 
 def main(argv=None):
     args = parse_args(argv)
     try:
         config = make_config(args)
-        train(config, args.resume)
+        if args.pretrained:
+            evaluate_pretrained(config, args.pretrained)
+        else:
+            train(config, args.resume)
     except USER_ERRORS as e:
         print(f'error: {e}', file=sys.stderr)
         sys.exit(2)

@@ -1,6 +1,7 @@
 """Synthetic DVS-like event data, built in: no download, deterministic per (seed, index).
 
-A random object (a union of a few ellipses) moves in one of eight ways; an event
+A random object (a union of a few ellipses) moves in one of seven ways (a translation
+in one of four directions, a rotation either way, an expansion or a contraction); an event
 camera's ON/OFF polarity events are the pixels whose brightness rises/falls
 between consecutive sub-steps, counted into ``T`` frames ``[T, 2, H, W]``;
 background noise events are added.  Position, size, shape, speed and noise are
@@ -11,7 +12,7 @@ import math
 import torch
 from torch.utils.data import Dataset
 
-CLASSES = ('right', 'left', 'down', 'up', 'rotate_cw', 'rotate_ccw', 'expand', 'contract')
+CLASSES = ('right', 'left', 'down', 'up', 'rotate', 'expand', 'contract')
 
 
 class SyntheticEvents(Dataset):
@@ -54,7 +55,7 @@ class SyntheticEvents(Dataset):
         radii = uniform(0.08, 0.2, (parts, 2)) * s
         start = uniform(0.3, 0.7, (2,)) * s
         speed = float(uniform(0.6, 1.2)) * s / 32   # pixels per sub-step
-        spin = float(uniform(0.12, 0.25))          # radians per sub-step
+        spin = float(uniform(0.12, 0.25)) * (1 if torch.rand((), generator=g) < 0.5 else -1)  # rad per sub-step
         growth = float(uniform(0.04, 0.07))       # relative scale per sub-step
         steps = self.T * self.substeps + 1
         frames = [self._render(centres, radii, *self._pose(label, k, start, speed, spin, growth, steps))
@@ -73,8 +74,8 @@ class SyntheticEvents(Dataset):
             centre[0] += travel if name == 'right' else -travel
         elif name in ('down', 'up'):
             centre[1] += travel if name == 'down' else -travel
-        elif name.startswith('rotate'):
-            angle = spin * k * (1 if name == 'rotate_cw' else -1)
+        elif name == 'rotate':
+            angle = spin * k
         else:
             scale = math.exp(growth * (k - steps / 2) * (1 if name == 'expand' else -1))
         return centre, angle, scale
