@@ -14,7 +14,8 @@ def pointwise(weight_ei: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
     if r.dim() == 2:
         return F.linear(r, weight_ei)
     if r.shape[-1] * r.shape[-2] >= 64:  # a batched matmul beats a 1x1 convolution on large maps
-        return torch.matmul(weight_ei, r.flatten(2)).unflatten(2, r.shape[2:])
+        flat = r.flatten(2)
+        return torch.bmm(weight_ei.expand(flat.shape[0], -1, -1), flat).unflatten(2, r.shape[2:])
     return F.conv2d(r, weight_ei[:, :, None, None])
 
 
