@@ -184,25 +184,22 @@ def run_epoch(model, loader, device, amp, train, optimizer=None, scheduler=None,
     return samples, loss_sum, top1, top5, time.time() - start
 
 
-def loaders(config, distributed):
-    options = {k: config[k] for k in ('num_samples', 'num_test_samples', 'size')} if config['dataset'] == 'synthetic' else {}
+def make_loader(config, distributed, train: bool) -> DataLoader:
+    """The training (shuffled, reseeded every epoch by ``set_epoch``) or test loader."""
+    options = {}
     if config['dataset'] == 'synthetic':
-        options['seed'] = config['seed']
-    train_set = datasets.build(config['dataset'], config['data_dir'], config['T'], True, **options)
-    test_set = datasets.build(config['dataset'], config['data_dir'], config['T'], False, **options)
-    common = dict(batch_size=config['batch_size'], num_workers=config['workers'],
-                  pin_memory=distributed.device.type == 'cuda', persistent_workers=False)
+        options = {k: config[k] for k in ('num_samples', 'num_test_samples', 'size', 'seed')}
+    dataset = datasets.build(config['dataset'], config['data_dir'], config['T'], train, **options)
     if distributed.world > 1:
-        train_sampler = DistributedSampler(train_set, seed=config['seed'], drop_last=True)
-        test_sampler = DistributedSampler(test_set, shuffle=False)
+        sampler = DistributedSampler(dataset, shuffle=train, seed=config['seed'], drop_last=train)
     else:
-        train_sampler, test_sampler = RandomSampler(train_set, generator=torch.Generator()), SequentialSampler(test_set)
-    train_loader = DataLoader(train_set, sampler=train_sampler, drop_last=True, **common)
-    test_loader = DataLoader(test_set, sampler=test_sampler, **common)
-    if len(train_loader) == 0:
+        sampler = RandomSampler(dataset, generator=torch.Generator()) if train else SequentialSampler(dataset)
+    loader = DataLoader(dataset, sampler=sampler, drop_last=train, batch_size=config['batch_size'],
+                        num_workers=config['workers'], pin_memory=distributed.device.type == 'cuda')
+    if len(loader) == 0:
         raise cfg.ConfigError(f'batch_size {config["batch_size"]} is larger than the training set '
-                              f'({len(train_set)} samples per process)')
-    return train_loader, test_loader
+                              f'({len(dataset)} samples per process)')
+    return loader
 
 
 def set_epoch(loader, seed, epoch):
@@ -240,7 +237,7 @@ def train(config: dict, resume=None):
     if config['backend'] == 'cupy' and device.type != 'cuda':
         raise cfg.ConfigError("backend 'cupy' needs a CUDA device: run with -device cuda, or -backend torch")
     out_dir = Path(config['out_dir'])
-    train_loader, test_loader = loaders(config, distributed)
+    train_loader, test_loader = make_loader(config, distributed, True), make_loader(config, distributed, False)
     meta = datasets.info(config['dataset'])
     model = sj_ei.models.build(config['model'], meta['num_classes'], meta['in_channels'], norm=config['norm'],
                                T=config['T'], ei_ratio=config['ei_ratio'], width=config['width']).to(device)
@@ -331,7 +328,7 @@ def evaluate_pretrained(config: dict, path) -> float:
             'num_classes': meta['num_classes'], 'in_channels': meta['in_channels'], 'ei_ratio': config['ei_ratio']}
     beside = Path(path).with_name('config.json')
     model = convert.from_deepeisnn(path, beside if beside.is_file() else arch, T=config['T']).to(distributed.device)
-    _, test_loader = loaders(config, distributed)
+    test_loader = make_loader(config, distributed, False)
     samples, loss, top1, top5, seconds = run_epoch(model, test_loader, distributed.device, config['amp'], False)
     print(f'{path}: test loss {loss / samples:.4f} acc@1 {100 * top1 / samples:.2f} acc@5 {100 * top5 / samples:.2f} '
           f'({samples:.0f} samples, {samples / seconds:.1f} samples/s)')
