@@ -96,9 +96,10 @@ def inhibition(y, n_e, weight_ei, gain_i, i_population, eps=None):
 
 
 def integrate(i_ee, i_ei, i_sh, gain_e, bias):
-    """``I_int = g_E (I_EE - I_EI) / I_sh~ + b_E`` with per-channel ``g_E``, ``b_E`` ``[n_E]``."""
+    """``I_int = g_E (I_EE - I_EI) / I_sh~ + b_E`` with per-channel ``g_E``, ``b_E`` ``[n_E]``,
+    in this order of operations (the CuPy kernel follows it, so spikes agree exactly)."""
     shape = (-1, *([1] * (i_ee.dim() - 2)))
-    return gain_e.view(shape) * (i_ee - i_ei) / i_sh + bias.view(shape)
+    return (i_ee - i_ei).mul_(gain_e.view(shape)).div_(i_sh).add_(bias.view(shape))
 
 
 def _at_least_float32(y: torch.Tensor) -> torch.Tensor:
@@ -128,9 +129,7 @@ class _EICurrent(torch.autograd.Function):
             y = _at_least_float32(y)
             if readout:
                 return y[:, :n_e] - pointwise(weight_ei, i_population(y[:, n_e:]))
-            i_ee, i_ei, i_sh = inhibition(y, n_e, weight_ei, gain_i, i_population, eps)
-            shape = (-1,) + (1,) * (y.dim() - 2)
-            return (i_ee - i_ei).mul_(gain_e.view(shape)).div_(i_sh).add_(bias.view(shape))
+            return integrate(*inhibition(y, n_e, weight_ei, gain_i, i_population, eps), gain_e, bias)
 
     @staticmethod
     def backward(ctx, grad_out):
