@@ -341,6 +341,7 @@ USER_ERRORS = (cfg.ConfigError, checkpoint.CheckpointError, datasets.DatasetNotF
 
 def main(argv=None):
     args = parse_args(argv)
+    config = None
     try:
         config = make_config(args)
         if args.pretrained:
@@ -351,8 +352,8 @@ def main(argv=None):
         print(f'error: {e}', file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
-        print(f'interrupted; continue with -resume {Path(config["out_dir"]) / "checkpoint_latest.pth"}',
-              file=sys.stderr)
+        resume = f'; continue with -resume {Path(config["out_dir"]) / "checkpoint_latest.pth"}' if config else ''
+        print(f'interrupted{resume}', file=sys.stderr)
         sys.exit(130)
 
 
