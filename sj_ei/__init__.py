@@ -7,7 +7,8 @@ from .block import EIBlock
 from .init import ei_init, ei_layers
 from .constraint import constrain, clamp_
 from . import models
+from . import convert
 
 __all__ = ['EIConv2d', 'EILinear', 'EIInitError', 'IPopulation', 'e_population', 'EIBlock',
-           'ei_init', 'ei_layers', 'constrain', 'clamp_', 'models']
+           'ei_init', 'ei_layers', 'constrain', 'clamp_', 'models', 'convert']
 __version__ = '0.1.0'

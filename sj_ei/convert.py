@@ -1,185 +1,324 @@
 """Bring existing work in: DeepEISNN checkpoints, and spikingjelly CNNs with batch norm.
 
-``from_deepeisnn(path_or_state_dict, config)`` reads the authors' published models
-(``model.safetensors`` with its ``config.json``) and their ``.pth`` training checkpoints
-into an sj_ei model of the same architecture.  Their layout pairs a projection module
-(``conv_ee``/``conv_ie`` convolutions, or ``weight_ee``/``weight_ie`` of a linear layer)
-with the next inhibition module (``weight_ei``, ``alpha`` = g_I, ``gain`` = g_E, ``bias``);
-the pairs, in order, are sj_ei's E-I layers in order.  Their output layer's ``alpha``,
-``gain`` and ``bias`` are not used by their forward pass (it returns ``I_EE - I_EI``),
-and sj_ei's readout has no such parameters, so they are dropped.
+``from_deepeisnn(source, config)`` builds the sj_ei model of a DeepEISNN checkpoint (the
+authors' published ``model.safetensors`` with its ``config.json``, or a ``.pth`` training
+checkpoint) and loads it; ``load_pretrained(model, source)`` loads one into a model already
+built by ``sj_ei.models.build(..., norm='ei')``.  The authors' model splits each E-I layer in
+two modules: a projection (``conv_ee.weight``/``conv_ie.weight``, or ``weight_ee``/``weight_ie``
+of a linear layer) and the inhibition module after it (``weight_ei``, ``gain_i``, ``gain_e``,
+``bias``; ``alpha`` and ``gain`` in checkpoints written before their 2026-02-14 renaming).  Their
+forward clamps ``W_EE, W_IE, W_EI, g_I, g_E`` to ``>= 0`` before use, so the loaded values are
+clamped too; their output layer's ``g_I, g_E, b_E`` are unused by their forward and sj_ei's
+readout has none, so those are dropped.
 
-``to_ei(net)`` replaces every Conv2d -> BatchNorm2d pair of a spikingjelly network by an
-uninitialized ``EIConv2d`` (batch norm removed), ready for E-I Init.
+``to_ei(net)`` turns a spikingjelly CNN's ``Conv2d -> BatchNorm`` pairs into uninitialized
+``EIConv2d`` layers (batch norm removed), ready for E-I Init.
 """
 import json
 import re
 from pathlib import Path
+from typing import Optional
 
+import numpy as np
 import torch
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from spikingjelly.activation_based import surrogate
 
 from . import models
+from .block import EIBlock
 from .init import ei_layers, name_layers
-from .layers import EIConv2d
+from .layers import EIConv2d, EILinear
+from .neurons import e_population
 
 #: DeepEISNN dataset name -> (num_classes, in_channels)
 DATASETS = {'CIFAR10': (10, 3), 'CIFAR100': (100, 3), 'TinyImageNet200': (200, 3), 'CIFAR10DVS': (10, 2),
             'DVSGesture': (11, 2), 'MNIST': (10, 1)}
-_PROJECTION = {'conv_ee.weight': 'weight_ee', 'conv_ie.weight': 'weight_ie',
-               'weight_ee': 'weight_ee', 'weight_ie': 'weight_ie'}
-_INHIBITION = {'weight_ei': 'weight_ei', 'alpha': 'gain_i', 'gain': 'gain_e', 'bias': 'bias'}
+#: the authors' LIF arguments (config ``neuron``) -> how sj_ei's E population takes them
+_SURROGATES = {'sigmoid': surrogate.Sigmoid, 'atan': surrogate.ATan, 'leaky_relu': surrogate.LeakyKReLU}
+_NEURON_KEYS = ('tau', 'surrogate_function', 'decay_input', 'v_threshold', 'v_reset', 'detach_reset', 'step_mode')
+#: sj_ei parameter -> its names in the authors' projection module (convolution, linear) ...
+_PROJECTION = {EIConv2d: {'weight_ee': ('conv_ee.weight',), 'weight_ie': ('conv_ie.weight',)},
+               EILinear: {'weight_ee': ('weight_ee',), 'weight_ie': ('weight_ie',)}}
+#: ... and in their inhibition module (current name first, then the one before 2026-02-14)
+_INHIBITION = {'weight_ei': ('weight_ei',), 'gain_i': ('gain_i', 'alpha'), 'gain_e': ('gain_e', 'gain'),
+               'bias': ('bias',)}
 
 
 class ConversionError(ValueError):
     """A checkpoint or network that cannot be converted; the message names what did not map."""
 
 
-def _load_state_dict(source) -> dict:
+# ---- reading a checkpoint ---------------------------------------------------------------
+def _numpy_globals() -> list:
+    """What unpickles the NumPy arrays in the authors' training checkpoints (their RNG state),
+    under both NumPy 1 and 2 module names; nothing here runs code."""
+    multiarray = np._core.multiarray if hasattr(np, '_core') else np.core.multiarray
+    allowed = [np.ndarray, np.dtype, *(getattr(np.dtypes, n) for n in dir(np.dtypes) if n.endswith('DType'))]
+    for module in ('numpy.core.multiarray', 'numpy._core.multiarray'):
+        allowed += [(multiarray._reconstruct, f'{module}._reconstruct'), (multiarray.scalar, f'{module}.scalar')]
+    return allowed
+
+
+def read_checkpoint(source):
+    """``(state_dict, config or None)`` of a DeepEISNN checkpoint: a state dict, a
+    ``.safetensors`` file, a ``.pth`` file (``torch.load(weights_only=True)``; a training
+    checkpoint's ``model_state_dict``/``state_dict``/``model`` and ``config`` entries are
+    used, ``module.``/``_orig_mod.`` prefixes dropped), or a model card folder holding
+    ``model.safetensors``.  The config is the checkpoint's own, else ``config.json`` beside it."""
+    config = None
     if isinstance(source, dict):
         state = source
     else:
         path = Path(source)
+        if path.is_dir():
+            path = path / 'model.safetensors'
         if not path.is_file():
-            raise ConversionError(f'{path} does not exist')
-        if path.suffix == '.safetensors':
-            from safetensors.torch import load_file
-            state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location='cpu', weights_only=True)
-    for wrapper in ('state_dict', 'model', 'model_state_dict'):  # training checkpoints wrap the weights
+            raise ConversionError(f'{path} does not exist; give a model.safetensors or .pth file, or a state dict')
+        try:
+            if path.suffix == '.safetensors':
+                from safetensors.torch import load_file
+                state = load_file(str(path))
+            else:
+                with torch.serialization.safe_globals(_numpy_globals()):
+                    state = torch.load(path, map_location='cpu', weights_only=True)
+        except Exception as e:  # any reader's failure means the same thing to the user
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ConversionError(f'cannot read {path} as a checkpoint ({reason}); if it holds Python objects '
+                                  'besides tensors, save its state dict alone with torch.save') from None
+        beside = path.with_name('config.json')
+        if beside.is_file():
+            config = json.loads(beside.read_text())
+    if not isinstance(state, dict):
+        raise ConversionError(f'the checkpoint holds a {type(state).__name__}, not a state dict')
+    if isinstance(state.get('config'), dict):
+        config = state['config']
+    for wrapper in ('model_state_dict', 'state_dict', 'model'):  # training checkpoints wrap the weights
         if isinstance(state.get(wrapper), dict):
             state = state[wrapper]
-    return {re.sub(r'^(module\.|_orig_mod\.)+', '', k): v for k, v in state.items()}
+    return {re.sub(r'^(module\.|_orig_mod\.)+', '', k): v for k, v in state.items()}, config
 
 
-def _load_config(config, source) -> dict:
-    if config is None and not isinstance(source, dict):
-        beside = Path(source).with_name('config.json')
-        if beside.is_file():
-            config = beside
-    if config is None:
-        raise ConversionError('from_deepeisnn needs the model config: config.json of the model card, '
-                              'or a dict with arch, num_layers and dataset')
-    if not isinstance(config, dict):
-        config = json.loads(Path(config).read_text())
-    missing = [k for k in ('arch', 'num_layers') if k not in config]
-    if missing:
-        raise ConversionError(f'the DeepEISNN config lacks {missing}')
-    return config
+def _read_config(config) -> Optional[dict]:
+    if config is None or isinstance(config, dict):
+        return config
+    path = Path(config)
+    if not path.is_file():
+        raise ConversionError(f'DeepEISNN config {path} does not exist')
+    return json.loads(path.read_text())
 
 
-def _partner(prefix: str) -> str:
-    """The inhibition module that goes with projection module ``prefix`` in the authors' models:
-    ``layers.i`` -> ``layers.{i+1}`` (VGG), ``downsample.0`` -> ``downsample.1``, ``convK`` ->
-    ``normK`` (ResNet), ``fc`` -> ``final_ei_norm``."""
-    parent, _, leaf = prefix.rpartition('.')
-    join = lambda name: f'{parent}.{name}' if parent else name
-    if leaf.isdigit():
-        return join(str(int(leaf) + 1))
-    if leaf.startswith('conv'):
-        return join('norm' + leaf[4:])
-    return join('final_ei_norm') if leaf == 'fc' else ''
+# ---- where each sj_ei parameter lives in the authors' model ------------------------------
+def _authors_modules(net: models.SpikingClassifier, vgg_start: int):
+    """``[(sj_ei layer name, layer, projection prefix, inhibition prefix)]`` in forward order.
 
-
-def _order(prefix: str):
-    """Forward order of the authors' modules: numbers compared as numbers, the classifier last."""
-    return (prefix == 'fc', [(0, int(p), '') if p.isdigit() else (1, 0, p) for p in prefix.split('.')])
-
-
-def _units(state: dict):
-    """The checkpoint's (projection, inhibition) parameter groups in forward order, and the keys left over."""
-    modules = {}
-    for key in state:
-        for suffix in (*_PROJECTION, *_INHIBITION):
-            if key.endswith('.' + suffix) or key == suffix:
-                modules.setdefault(key[:len(key) - len(suffix)].rstrip('.'), {})[suffix] = key
-                break
-    units, used = [], set()
-    for prefix in sorted(modules, key=_order):
-        found, partner = modules[prefix], modules.get(_partner(prefix), {})
-        is_projection = {'conv_ee.weight', 'conv_ie.weight'} <= set(found) or (
-            {'weight_ee', 'weight_ie'} <= set(found) and 'weight_ei' not in found)
-        if is_projection and set(_INHIBITION) <= set(partner):
-            units.append((found, partner))
-            used.update(found.values(), partner.values())
-    return units, [k for k in state if k not in used]
-
-
-def from_deepeisnn(source, config=None, T=None) -> models.SpikingClassifier:
-    """An sj_ei model holding the weights of a DeepEISNN checkpoint.
-
-    ``source``: a ``model.safetensors`` / ``.pth`` path or a state dict; ``config``: the model card's
-    ``config.json`` (path or dict; by default the one beside ``source``) giving ``arch``
-    (``'VGG'``/``'ResNet'``), ``num_layers``, ``dataset`` (or ``num_classes`` and ``in_channels``),
-    ``ei_ratio`` (default 4), ``T``.  The model's ``forward(x).mean(0)`` equals the authors' output.
+    VGG: ``layers`` is a Sequential starting with ``[AddTemporalDim,] MergeTemporalDim``
+    (``vgg_start`` = index of the first convolution: 2 for static, 1 for event input); each
+    conv block takes 6 entries (EiConv2d, EiNorm2d, Split, LIF, Dropout, Merge), each pooling
+    1, then Flatten, then the readout (EiLinear, EiNorm1d).  ResNet: ``conv1/norm1``, then
+    ``layer{1-4}.{0,1}.conv1/norm1/conv2/norm2`` and ``downsample.0/.1``, then ``fc/final_ei_norm``.
     """
-    state, config = _load_state_dict(source), _load_config(config, source)
-    name = f"{str(config['arch']).lower()}{config['num_layers']}"
-    if name not in models.NAMES:
-        raise ConversionError(f'DeepEISNN architecture {config["arch"]}{config["num_layers"]} has no sj_ei '
-                              f'counterpart; sj_ei builds {", ".join(models.NAMES)}')
-    if config.get('light_classifier') is False:
+    names = {id(layer): name for name, layer in ei_layers(net)}
+    units = []
+    add = lambda layer, projection, inhibition: units.append((names[id(layer)], layer, projection, inhibition))
+    if any(isinstance(m, models.BasicBlock) for m in net.features):
+        add(net.features[0].layer, 'conv1', 'norm1')
+        for i, block in enumerate(net.features[1:]):
+            at = f'layer{i // 2 + 1}.{i % 2}.'
+            add(block.main[0].layer, at + 'conv1', at + 'norm1')
+            add(block.main[1].layer, at + 'conv2', at + 'norm2')
+            if isinstance(block.shortcut, EIBlock):
+                add(block.shortcut.layer, at + 'downsample.0', at + 'downsample.1')
+        add(net.readout, 'fc', 'final_ei_norm')
+        return units
+    index = vgg_start
+    for module in net.features:
+        if isinstance(module, EIBlock):
+            add(module.layer, f'layers.{index}', f'layers.{index + 1}')
+            index += 6
+        else:
+            index += 1
+    add(net.readout, f'layers.{index + 1}', f'layers.{index + 2}')  # after Flatten
+    return units
+
+
+def _vgg_start(state: dict, config: Optional[dict]) -> int:
+    """Index of the first convolution in the authors' VGG ``layers``: their DVS models take
+    ``[B, T, ...]`` input (no AddTemporalDim), static ones repeat the image (AddTemporalDim)."""
+    if config and 'dataset' in config:
+        return 1 if 'DVS' in str(config['dataset']) else 2
+    found = [int(m.group(1)) for k in state for m in [re.match(r'layers\.(\d+)\.conv_ee\.weight$', k)] if m]
+    return min(found) if found and min(found) in (1, 2) else 2
+
+
+def _value(state: dict, key: str, target: torch.Tensor):
+    """``state[key]`` in ``target``'s shape (per-channel vectors are stored ``[n, 1, 1]`` or ``[1, n]``),
+    or ``None`` when the shapes differ."""
+    value = state[key]
+    if target.dim() == 1 and value.dim() >= 1 and max(value.shape) == value.numel() == target.numel():
+        value = value.reshape(-1)
+    return value if value.shape == target.shape else None
+
+
+def load_pretrained(model: models.SpikingClassifier, source, config=None) -> models.SpikingClassifier:
+    """Load a DeepEISNN checkpoint into ``model`` (built by ``sj_ei.models.build`` with ``norm='ei'``,
+    of the checkpoint's architecture) and mark its E-I layers initialized; returns ``model``.
+
+    ``source``: as for ``read_checkpoint``; ``config`` (dict or ``config.json`` path, optional):
+    by default the checkpoint's own or the ``config.json`` beside it.  From the config come the
+    LIF settings (``neuron``), which replace the E populations' when given.  Every checkpoint key
+    must map and every parameter of ``model`` must get a value, else ``ConversionError`` lists
+    the keys that did not map and the parameters left without one.
+    """
+    state, found = read_checkpoint(source)
+    config = _read_config(config) or found
+    if not isinstance(model, models.SpikingClassifier) or not isinstance(model.readout, EILinear):
+        raise ConversionError('load_pretrained loads into an E-I model of sj_ei.models.build(name, num_classes, '
+                              f"in_channels, norm='ei'), got {type(model).__name__}")
+    if config and config.get('type', 'EI-SNN') != 'EI-SNN':
+        raise ConversionError(f"the checkpoint is a DeepEISNN {config['type']} model; only their E-I models "
+                              "(type EI-SNN) have an sj_ei counterpart")
+    if config and config.get('light_classifier') is False:
         raise ConversionError('DeepEISNN VGGs with the 4096-4096 classifier (light_classifier: false) have no '
                               'sj_ei counterpart; sj_ei reads out after global average pooling')
-    num_classes, in_channels = (config['num_classes'], config['in_channels']) if 'num_classes' in config \
-        else DATASETS[config['dataset']]
-    net = models.build(name, num_classes, in_channels, T=T or config.get('T'), ei_ratio=config.get('ei_ratio', 4))
-    units, unmapped = _units(state)
-    layers = ei_layers(net)
-    problems = []
-    if unmapped:
-        problems.append(f'keys that did not map: {unmapped[:20]}' + (' ...' if len(unmapped) > 20 else ''))
-    if len(units) != len(layers):
-        problems.append(f'{len(units)} E-I layers in the checkpoint, {len(layers)} in sj_ei {name}: '
-                        f'missing {[n for n, _ in layers[len(units):]]}')
-    if problems:
-        raise ConversionError('not a DeepEISNN checkpoint of ' + name + ': ' + '; '.join(problems))
+    plan, used, missing, wrong = [], set(), [], []
+    for name, layer, projection, inhibition in _authors_modules(model, _vgg_start(state, config)):
+        sources = [(ours, projection, aliases) for ours, aliases in _PROJECTION[type(layer)].items()]
+        sources += [(ours, inhibition, aliases) for ours, aliases in _INHIBITION.items()]
+        for ours, prefix, aliases in sources:
+            keys = [f'{prefix}.{alias}' for alias in aliases if f'{prefix}.{alias}' in state]
+            target = getattr(layer, ours)
+            used.update(keys)
+            if target is None:
+                continue  # the output layer's g_I, g_E, b_E: unused by the authors' forward
+            if not keys:
+                missing.append(f'{name}.{ours} (from {prefix}.{aliases[0]})')
+            elif (value := _value(state, keys[0], target)) is None:
+                wrong.append(f'{keys[0]} {tuple(state[keys[0]].shape)} -> {name}.{ours} {tuple(target.shape)}')
+            else:
+                plan.append((target, value))
+    unmapped = [k for k in state if k not in used]
+    if unmapped or missing or wrong:
+        listed = lambda items: f'({len(items)}) {items[:12]}' + (' ...' if len(items) > 12 else '')
+        problems = [f'keys that did not map {listed(unmapped)}'] if unmapped else []
+        problems += [f'sj_ei parameters with no value {listed(missing)}'] if missing else []
+        problems += [f'shapes that differ {listed(wrong)}'] if wrong else []
+        raise ConversionError('not a DeepEISNN E-I checkpoint of this sj_ei model: ' + '; '.join(problems)
+                              + '. Check the architecture (arch, num_layers), dataset and ei_ratio it was built with')
     with torch.no_grad():
-        for (layer_name, layer), (projection, inhibition) in zip(layers, units):
-            for keys, mapping in ((projection, _PROJECTION), (inhibition, _INHIBITION)):
-                for suffix, key in keys.items():
-                    target = getattr(layer, mapping[suffix])
-                    if target is None:
-                        continue  # the output layer's unused g_I, g_E, b_E
-                    value = state[key].reshape(-1) if target.dim() == 1 else state[key]
-                    if value.shape != target.shape:
-                        raise ConversionError(f'{key} has shape {tuple(state[key].shape)}, sj_ei '
-                                              f'{layer_name}.{mapping[suffix]} needs {tuple(target.shape)}')
-                    target.copy_(value)
-            layer._set_initialized(True)
-    return net
+        for target, value in plan:
+            target.copy_(value)
+    for _, layer in ei_layers(model):
+        layer.clamp_()  # what the authors' forward does before every use
+        layer._set_initialized(True)
+    if config and config.get('neuron'):
+        _set_neurons(model, config['neuron'])
+    return model
 
 
-def to_ei(net: nn.Module, ei_ratio: int = 4, **layer_options) -> nn.Module:
-    """Replace, in place, every ``Conv2d`` directly followed by a ``BatchNorm2d`` (as siblings in
-    registration order, as in spikingjelly's model zoo) by an uninitialized ``EIConv2d`` of the
-    same geometry and step mode, and the batch norm by ``nn.Identity`` (a convolution's bias goes
-    too: batch norm cancelled it, and ``EIConv2d.bias`` takes its role).  Other layers (neurons,
-    pooling, the final ``Linear``) are kept.  Raises ``ConversionError`` naming every batch norm it
-    cannot remove and every convolution it cannot replace (groups, padding mode)."""
-    problems = []
+def _set_neurons(model: nn.Module, neuron: dict):
+    """Give every E-I block the authors' LIF settings (their config ``neuron``)."""
+    unknown = sorted(set(neuron) - set(_NEURON_KEYS))
+    if unknown or neuron.get('surrogate_function', 'sigmoid') not in _SURROGATES:
+        raise ConversionError(f'DeepEISNN neuron settings {neuron} have no sj_ei counterpart: keys must be among '
+                              f'{list(_NEURON_KEYS)}, surrogate_function one of {list(_SURROGATES)}')
+    settings = {k: v for k, v in neuron.items() if k != 'step_mode'}
+    settings['surrogate_function'] = _SURROGATES[settings.get('surrogate_function', 'sigmoid')]()
+    if 'tau' in settings:
+        settings['tau'] = float(settings['tau'])
+    for block in model.modules():
+        if isinstance(block, EIBlock):
+            block.neuron = e_population(**settings, step_mode=block.step_mode, backend=block.neuron.backend)
+
+
+def from_deepeisnn(source, config=None, T: Optional[int] = None) -> models.SpikingClassifier:
+    """The sj_ei model (``models.build(..., norm='ei')``) holding a DeepEISNN checkpoint.
+
+    ``source``: a state dict, a ``model.safetensors`` / ``.pth`` file or a model card folder.
+    ``config``: a dict or ``config.json`` path (by default the checkpoint's own, or the
+    ``config.json`` beside it) with ``arch`` (``'VGG'``/``'ResNet'`` and ``num_layers``, or e.g.
+    ``'vgg8'``), ``dataset`` (or ``num_classes`` and ``in_channels``), ``ei_ratio`` (default 4),
+    ``T`` (or the ``T`` argument: time steps for static input), optionally ``neuron``.
+    The model takes ``[T, B, C, H, W]`` (the authors' event models take ``[B, T, ...]``) or a
+    static ``[B, C, H, W]``; its ``forward(x).mean(0)`` equals the authors' output.
+    """
+    state, found = read_checkpoint(source)
+    config = _read_config(config) or found
+    if config is None:
+        raise ConversionError('from_deepeisnn needs the model config: the config.json of the model card, or a dict '
+                              'with arch, num_layers and dataset (or num_classes and in_channels)')
+    arch = str(config.get('arch', '')).lower() + str(config.get('num_layers', ''))
+    if arch not in models.NAMES:
+        raise ConversionError(f'DeepEISNN architecture {arch or "(none given)"} has no sj_ei counterpart; sj_ei '
+                              f'builds {", ".join(models.NAMES)} (config keys arch and num_layers)')
+    if 'num_classes' in config and 'in_channels' in config:
+        num_classes, in_channels = config['num_classes'], config['in_channels']
+    elif config.get('dataset') in DATASETS:
+        num_classes, in_channels = DATASETS[config['dataset']]
+    else:
+        raise ConversionError(f'the config needs dataset (one of {", ".join(DATASETS)}) or num_classes and '
+                              f'in_channels, got {config.get("dataset")!r}')
+    net = models.build(arch, num_classes, in_channels, T=T or config.get('T'), ei_ratio=config.get('ei_ratio', 4))
+    return load_pretrained(net, state, config)
+
+
+# ---- spikingjelly networks with batch norm -----------------------------------------------
+def to_ei(net: nn.Module, ei_ratio: int = 4, readout: bool = False, **layer_options) -> nn.Module:
+    """Replace, in place, every ``Conv2d`` directly followed by a batch norm (siblings in registration
+    order, as in spikingjelly's model zoo) by an uninitialized ``EIConv2d`` of the same geometry and
+    step mode, and the batch norm by ``nn.Identity``; a ``Linear -> BatchNorm1d`` pair likewise
+    becomes an ``EILinear``.  A convolution's bias goes too: the batch norm cancelled it, and the
+    E-I layer's ``bias`` (b_E) takes the role of the batch norm's shift.  Neurons, pooling and the
+    classifier's ``Linear`` layers are kept; with ``readout=True`` the last ``Linear`` becomes an
+    E-I readout (``EILinear(readout=True)``: non-negative weights, no bias), as in the paper's models.
+    ``layer_options`` go to every E-I layer.  Returns ``net``, ready for ``sj_ei.ei_init``.
+
+    Raises ``ConversionError`` naming every batch norm it cannot remove (not right after a
+    ``Conv2d``/``Linear``) and every convolution it cannot replace (groups, padding mode).
+    """
+    problems, plan = [], []  # plan: (parent module, attribute, new module), applied only if all is well
+
+    def replacement(path: str, layer: nn.Module):
+        step_mode = getattr(layer, 'step_mode', 's')
+        if isinstance(layer, nn.Linear):
+            return EILinear(layer.in_features, layer.out_features, ei_ratio=ei_ratio, step_mode=step_mode,
+                            **layer_options)
+        if layer.groups != 1 or layer.padding_mode != 'zeros' or isinstance(layer.padding, str):
+            problems.append(f'{path}: Conv2d with groups={layer.groups}, padding={layer.padding!r}, padding_mode='
+                            f'{layer.padding_mode!r}; EIConv2d takes groups=1 and numeric zero padding')
+            return None
+        return EIConv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, layer.padding,
+                        layer.dilation, ei_ratio=ei_ratio, step_mode=step_mode, **layer_options)
 
     def visit(module: nn.Module, prefix: str):
         children = list(module.named_children())
-        for (prev_name, prev), (name, child) in zip([(None, None)] + children[:-1], children):
-            path = f'{prefix}{name}'
-            if isinstance(child, nn.BatchNorm2d):
-                if not isinstance(prev, nn.Conv2d):
-                    problems.append(f'{path}: a BatchNorm2d that does not follow a Conv2d')
-                    continue
-                if prev.groups != 1 or prev.padding_mode != 'zeros':
-                    problems.append(f'{prefix}{prev_name}: a Conv2d with groups={prev.groups}, padding_mode='
-                                    f'{prev.padding_mode!r}; EIConv2d has groups=1 and zero padding')
-                    continue
-                setattr(module, prev_name, EIConv2d(prev.in_channels, prev.out_channels, prev.kernel_size,
-                                                    prev.stride, prev.padding, prev.dilation, ei_ratio=ei_ratio,
-                                                    step_mode=getattr(prev, 'step_mode', 's'), **layer_options))
-                setattr(module, name, nn.Identity())
-            else:
-                visit(child, path + '.')
+        for i, (name, child) in enumerate(children):
+            if not isinstance(child, _BatchNorm):
+                visit(child, f'{prefix}{name}.')
+                continue
+            prev_name, prev = children[i - 1] if i else (None, None)
+            if not (isinstance(prev, nn.Conv2d) and child.num_features == prev.out_channels or isinstance(prev, nn.Linear)
+                    and isinstance(child, nn.BatchNorm1d) and child.num_features == prev.out_features):
+                problems.append(f'{prefix}{name}: {type(child).__name__} not directly after a Conv2d (or a Linear, for '
+                                'BatchNorm1d) of its channels; convert such a block by hand')
+            elif (layer := replacement(f'{prefix}{prev_name}', prev)) is not None:
+                plan.extend([(module, prev_name, layer), (module, name, nn.Identity())])
+
     visit(net, '')
+    if not plan and not problems:
+        problems.append(f'{type(net).__name__} has no Conv2d followed by a batch norm')
+    if readout:
+        linears = [(name, m) for name, m in net.named_modules() if isinstance(m, nn.Linear)]
+        if not linears:
+            problems.append('readout=True, but the network has no Linear layer to make the readout')
+        else:
+            (name, old), (parent, _, leaf) = linears[-1], linears[-1][0].rpartition('.')
+            plan.append((net.get_submodule(parent), leaf, EILinear(
+                old.in_features, old.out_features, ei_ratio=min(ei_ratio, old.out_features), readout=True,
+                step_mode=getattr(old, 'step_mode', 's'), **layer_options)))
     if problems:
         raise ConversionError('to_ei cannot convert: ' + '; '.join(problems))
+    for module, attribute, new in plan:
+        setattr(module, attribute, new)
     name_layers(net)
     return net
