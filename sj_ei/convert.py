@@ -297,8 +297,10 @@ def to_ei(net: nn.Module, ei_ratio: int = 4, readout: bool = False, **layer_opti
                 visit(child, f'{prefix}{name}.')
                 continue
             prev_name, prev = children[i - 1] if i else (None, None)
-            if not (isinstance(prev, nn.Conv2d) and child.num_features == prev.out_channels or isinstance(prev, nn.Linear)
-                    and isinstance(child, nn.BatchNorm1d) and child.num_features == prev.out_features):
+            after_conv = isinstance(prev, nn.Conv2d) and child.num_features == prev.out_channels
+            after_linear = isinstance(prev, nn.Linear) and isinstance(child, nn.BatchNorm1d) \
+                and child.num_features == prev.out_features
+            if not (after_conv or after_linear):
                 problems.append(f'{prefix}{name}: {type(child).__name__} not directly after a Conv2d (or a Linear, for '
                                 'BatchNorm1d) of its channels; convert such a block by hand')
             elif (layer := replacement(f'{prefix}{prev_name}', prev)) is not None:
