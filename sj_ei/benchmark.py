@@ -100,7 +100,7 @@ def measure(name, norm, backend, shape, batch, T, device, warmup, repeats, chann
         step()
         synchronize()
         times.append(time.perf_counter() - start)
-    q = statistics.quantiles(times, n=4) if len(times) > 1 else times * 3
+    q = statistics.quantiles(times, n=4, method='inclusive') if len(times) > 1 else times * 3
     row = dict(model=name, norm=norm, backend=backend, median_s=statistics.median(times), q1_s=q[0], q3_s=q[2],
                saved_bytes=memory)
     if device.type == 'cuda':

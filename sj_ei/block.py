@@ -7,7 +7,7 @@ run fused in one CuPy kernel over all T steps (``sj_ei.cupy_backend``); the
 projections and the point-wise ``W_EI`` stay with torch.
 """
 import torch
-from spikingjelly.activation_based import base, neuron as sj_neuron
+from spikingjelly.activation_based import base, neuron as sj_neuron, surrogate
 
 from .layers import _EILayer
 
@@ -38,8 +38,9 @@ class EIBlock(base.MemoryModule):
         from . import cupy_backend
         cupy_backend.require_cupy(x_seq)
         lif = self.neuron
-        if not isinstance(lif, sj_neuron.LIFNode):
-            raise TypeError(f"EIBlock backend 'cupy' fuses a LIFNode, got {type(lif).__name__}; use backend='torch'")
+        if not isinstance(lif, sj_neuron.LIFNode) or not isinstance(lif.surrogate_function, surrogate.Sigmoid):
+            raise TypeError(f"EIBlock backend 'cupy' fuses a LIFNode with the sigmoid surrogate, got "
+                            f"{type(lif).__name__} with {type(lif.surrogate_function).__name__}; use backend='torch'")
         i_ee, i_ei, i_sh = self.layer.currents(x_seq)
         spikes, v_last = cupy_backend.fused_ei_lif(
             i_ee, i_ei, i_sh, self.layer.gain_e, self.layer.bias, lif.v,
