@@ -1,9 +1,11 @@
 """Training checkpoints: everything needed to continue a run exactly, written atomically.
 
-A checkpoint holds the model, optimizer, scheduler and grad-scaler states, the epoch,
-the best accuracy, every RNG state and the config.  It is written to a temporary file
-in the same folder, flushed to disk, then renamed over the old one, so a crash while
-saving leaves the previous checkpoint intact.  It loads with ``weights_only=True``.
+A checkpoint is a dict with the model, optimizer, scheduler and grad-scaler states,
+``epoch`` (the last finished one), ``best_acc1``, ``config``, and ``rng``: the torch,
+CUDA, numpy and Python RNG states of every rank (a list, rank 0 first).  It is written
+to a temporary file in the same folder, flushed to disk, then renamed over the old one
+(and the folder synced), so a crash while saving leaves the previous checkpoint intact.
+It loads with ``weights_only=True``.
 """
 import os
 import random
@@ -14,9 +16,12 @@ import numpy as np
 import torch
 
 FORMAT = 'sj_ei.train.classify'
-VERSION = 1
+VERSION = 2
+#: what every checkpoint holds besides the format marker and version
+CONTENTS = ('model', 'optimizer', 'scheduler', 'scaler', 'epoch', 'best_acc1', 'config', 'rng')
 #: config keys a resumed run must share with its checkpoint
-SAME_RUN = ('dataset', 'model', 'norm', 'width', 'ei_ratio', 'T', 'batch_size', 'epochs', 'lr', 'seed')
+SAME_RUN = ('dataset', 'model', 'norm', 'width', 'ei_ratio', 'T', 'batch_size', 'epochs', 'lr', 'warmup_epochs',
+            'seed')
 
 
 class CheckpointError(ValueError):
@@ -24,6 +29,7 @@ class CheckpointError(ValueError):
 
 
 def rng_states() -> dict:
+    """The RNG states of this process: torch, every CUDA device, numpy, Python ``random``."""
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     return {'torch': torch.get_rng_state(), 'cuda': torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             'numpy': [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
@@ -31,6 +37,7 @@ def rng_states() -> dict:
 
 
 def set_rng_states(states: dict) -> None:
+    """Restore what ``rng_states`` returned."""
     torch.set_rng_state(states['torch'])
     if states['cuda'] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states['cuda'])
@@ -41,9 +48,9 @@ def set_rng_states(states: dict) -> None:
 
 
 def save(path, **state) -> None:
-    """Write ``state`` (plus the format marker and RNG states) to ``path`` atomically."""
+    """Write ``state`` (the ``CONTENTS``) with the format marker to ``path`` atomically."""
     path = Path(path)
-    state = {'format': FORMAT, 'version': VERSION, 'rng': rng_states(), **state}
+    state = {'format': FORMAT, 'version': VERSION, **state}
     fd, partial = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}-')
     try:
         with os.fdopen(fd, 'wb') as f:
@@ -54,6 +61,11 @@ def save(path, **state) -> None:
     except BaseException:
         os.unlink(partial)
         raise
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)  # makes the rename itself durable
+    finally:
+        os.close(folder)
 
 
 def load(path, config: dict) -> dict:
@@ -65,16 +77,33 @@ def load(path, config: dict) -> dict:
         state = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as e:
         raise CheckpointError(f'{path} is damaged or not a PyTorch checkpoint ({type(e).__name__}: '
-                              f'{str(e).splitlines()[0][:200]}); resume from another checkpoint, '
+                              f'{str(e).strip().splitlines()[0][:200]}); resume from another checkpoint, '
                               'e.g. checkpoint_max.pth') from None
     if not isinstance(state, dict) or state.get('format') != FORMAT:
         raise CheckpointError(f'{path} is not a checkpoint of train.classify (no {FORMAT!r} marker); '
                               'to start from foreign weights, load them into the model yourself')
-    if state['version'] != VERSION:
-        raise CheckpointError(f'{path} is a version {state["version"]} checkpoint; this trainer reads version {VERSION}')
+    if state.get('version') != VERSION:
+        raise CheckpointError(f'{path} is a version {state.get("version")} checkpoint; this trainer reads '
+                              f'version {VERSION}')
+    missing = [key for key in CONTENTS if key not in state]
+    if missing:
+        raise CheckpointError(f'{path} is damaged: it lacks {", ".join(missing)}')
     differ = [f'{k}: {state["config"].get(k)!r} in the checkpoint, {config[k]!r} now'
               for k in SAME_RUN if state['config'].get(k) != config[k]]
     if differ:
         raise CheckpointError(f'{path} belongs to another run ({"; ".join(differ)}); '
                               'resume with the config it was trained with')
     return state
+
+
+def restore(path, state: dict, rank: int, model, optimizer, scheduler, scaler) -> None:
+    """Load ``state`` (from ``load``) into the training objects and this rank's RNGs."""
+    try:
+        model.load_state_dict(state['model'])
+        optimizer.load_state_dict(state['optimizer'])
+    except (RuntimeError, ValueError, KeyError) as e:
+        raise CheckpointError(f'{path} does not fit this model ({str(e).strip().splitlines()[0][:300]}); '
+                              'resume with the config it was trained with') from None
+    scheduler.load_state_dict(state['scheduler'])
+    scaler.load_state_dict(state['scaler'])
+    set_rng_states(state['rng'][rank % len(state['rng'])])

@@ -7,10 +7,11 @@ SGD with momentum and weight decay, linear warm-up then cosine annealing per
 iteration, cross-entropy on the time-averaged output, E-I Init on the first
 training batch, Dale's law after every step, ``reset_net`` after every batch.
 Writes TensorBoard logs, ``checkpoint_latest.pth`` and ``checkpoint_max.pth`` to ``out_dir``.
+Debug aid: with ``TRAIN_DUMP_RANK_PARAMS=DIR`` every rank also writes its parameters after
+E-I Init and at the end to ``DIR/rank{r}_init.pth`` / ``rank{r}_final.pth``.
 """
 import argparse
 import math
-import os
 import random
 import sys
 import time
@@ -18,19 +19,21 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
-from spikingjelly.activation_based import functional, neuron
+from spikingjelly.activation_based import functional
 
 import sj_ei
 from sj_ei import convert, datasets
+from sj_ei.cupy_backend import CupyUnavailableError
 
 from . import checkpoint
 from . import config as cfg
+from .distributed import Distributed, ShardSampler
+from .monitor import FiringRates, log_histograms
 
 FLAGS = {'-data-dir': 'data_dir', '-out-dir': 'out_dir', '-device': 'device', '-b': 'batch_size',
          '-epochs': 'epochs', '-lr': 'lr', '-T': 'T', '-j': 'workers', '-backend': 'backend', '-seed': 'seed',
@@ -55,9 +58,9 @@ def parse_args(argv=None):
 
 def make_config(args) -> dict:
     config = cfg.load(args.cfg)
-    for key in FLAGS.values():
+    for flag, key in FLAGS.items():
         if getattr(args, key) is not None:
-            cfg.override(config, key, getattr(args, key), f'flag for {key}')
+            cfg.override(config, key, getattr(args, key), f'flag {flag}')
     if args.amp:
         config['amp'] = True
     for item in args.set:
@@ -66,46 +69,6 @@ def make_config(args) -> dict:
             raise cfg.ConfigError(f'-set expects KEY=VALUE, got {item!r}')
         cfg.override(config, key, value, f'-set {item}')
     return config
-
-
-class Distributed:
-    """Rank, world size and device of this process (one process unless started by torchrun)."""
-
-    def __init__(self, device: str):
-        self.world = int(os.environ.get('WORLD_SIZE', 1))
-        self.rank = 0
-        self.device = torch.device(device)
-        if self.device.type == 'cuda' and not torch.cuda.is_available():
-            raise cfg.ConfigError(f"device {device!r}: no CUDA device is available here; use -device cpu")
-        if self.world > 1:
-            dist.init_process_group('nccl' if self.device.type == 'cuda' else 'gloo')
-            self.rank = dist.get_rank()
-            if self.device.type == 'cuda':
-                self.device = torch.device('cuda', int(os.environ.get('LOCAL_RANK', 0)))
-                torch.cuda.set_device(self.device)
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def sum(self, *values: float):
-        if self.world == 1:
-            return values
-        t = torch.tensor(values, dtype=torch.float64, device=self.device)
-        dist.all_reduce(t)
-        return tuple(t.tolist())
-
-    def check_identical(self, model) -> None:
-        """Raise unless every rank holds exactly the same parameters."""
-        if self.world == 1:
-            return
-        flat = torch.cat([p.detach().double().flatten() for p in model.parameters()])
-        weights = torch.arange(1, flat.numel() + 1, dtype=torch.float64, device=flat.device)
-        digest = torch.stack([flat.sum(), (flat * weights).sum()])
-        digests = [torch.empty_like(digest) for _ in range(self.world)]
-        dist.all_gather(digests, digest)
-        if any(not torch.equal(d, digests[0]) for d in digests):
-            raise RuntimeError('model parameters differ between ranks')
 
 
 def seed_everything(seed: int):
@@ -122,27 +85,6 @@ def warmup_cosine(warmup_steps: int, total_steps: int):
         progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
         return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
     return factor
-
-
-class FiringRates:
-    """Mean spike rate of every E population (LIF node) over the batches seen since ``reset``."""
-
-    def __init__(self, model):
-        self.nodes = {name: m for name, m in model.named_modules() if isinstance(m, neuron.LIFNode)}
-        self.sums = {}
-        for name, node in self.nodes.items():
-            node.register_forward_hook(lambda m, i, o, name=name: self._add(name, o))
-        self.batches = 0
-
-    def _add(self, name, spikes):
-        if torch.is_grad_enabled():
-            self.sums[name] = self.sums.get(name, 0) + spikes.detach().float().mean()
-
-    def reset(self):
-        self.sums, self.batches = {}, 0
-
-    def rates(self) -> dict:
-        return {name: (total / max(1, self.batches)).item() for name, total in self.sums.items()}
 
 
 def accuracy(logits, labels, k):
@@ -190,15 +132,17 @@ def make_loader(config, distributed, train: bool) -> DataLoader:
     if config['dataset'] == 'synthetic':
         options = {k: config[k] for k in ('num_samples', 'num_test_samples', 'size', 'seed')}
     dataset = datasets.build(config['dataset'], config['data_dir'], config['T'], train, **options)
-    if distributed.world > 1:
-        sampler = DistributedSampler(dataset, shuffle=train, seed=config['seed'], drop_last=train)
+    if distributed.world > 1 and train:
+        sampler = DistributedSampler(dataset, shuffle=True, seed=config['seed'], drop_last=True)
+    elif distributed.world > 1:
+        sampler = ShardSampler(dataset, distributed.rank, distributed.world)
     else:
         sampler = RandomSampler(dataset, generator=torch.Generator()) if train else SequentialSampler(dataset)
     loader = DataLoader(dataset, sampler=sampler, drop_last=train, batch_size=config['batch_size'],
                         num_workers=config['workers'], pin_memory=distributed.device.type == 'cuda')
-    if len(loader) == 0:
+    if train and len(loader) == 0:
         raise cfg.ConfigError(f'batch_size {config["batch_size"]} is larger than the training set '
-                              f'({len(dataset)} samples per process)')
+                              f'({len(sampler)} samples per process)')
     return loader
 
 
@@ -211,31 +155,37 @@ def set_epoch(loader, seed, epoch):
         sampler.generator.manual_seed(seed * 1000 + epoch)
 
 
-def log_histograms(writer, model, loader, device, epoch):
-    """Histograms of the E-I parameters and of each E-I layer's output current on one test batch."""
-    for name, layer in sj_ei.ei_layers(model):
-        for pname, p in layer.named_parameters(recurse=False):
-            writer.add_histogram(f'param/{name}.{pname}', p.detach().float().cpu(), epoch)
-    currents, hooks = {}, []
-    for name, layer in sj_ei.ei_layers(model):
-        hooks.append(layer.register_forward_hook(lambda m, i, o, name=name: currents.__setitem__(name, o.detach())))
-    x, _ = next(iter(loader))
-    with torch.no_grad():
-        model.eval()
-        model((x.transpose(0, 1) if x.dim() == 5 else x).to(device))
-    functional.reset_net(model)
-    for h in hooks:
-        h.remove()
-    for name, current in currents.items():
-        writer.add_histogram(f'I_int/{name}', current.float().cpu(), epoch)
-
-
-def train(config: dict, resume=None):
-    distributed = Distributed(config['device'])
-    device = distributed.device
-    seed_everything(config['seed'])
+def check_setup(config: dict) -> torch.device:
+    """The torch device of ``config``, after checking that this machine can run ``config``."""
+    device = torch.device(config['device'])
+    if device.type == 'cuda' and not torch.cuda.is_available():
+        raise cfg.ConfigError(f"device {config['device']!r}: no CUDA device is available here; use -device cpu")
     if config['backend'] == 'cupy' and device.type != 'cuda':
         raise cfg.ConfigError("backend 'cupy' needs a CUDA device: run with -device cuda, or -backend torch")
+    size = min(datasets.info(config['dataset'], size=config['size'])['size'])
+    layout = sj_ei.models.VGG_LAYOUTS.get(config['model'], [])
+    needed = 2 ** layout.count('P')
+    if size < needed:
+        raise cfg.ConfigError(f"frames of {size}x{size} are too small for {config['model']}: its "
+                              f"{layout.count('P')} 2x2 poolings need at least {needed}x{needed} (synthetic data: "
+                              f"size: {needed}); or use model resnet18")
+    return device
+
+
+def first_batch(loader, seed: int, device) -> torch.Tensor:
+    """The model input of the first training batch of epoch 0 (what E-I Init sees)."""
+    set_epoch(loader, seed, 0)
+    x, _ = next(iter(loader))
+    return (x.transpose(0, 1) if x.dim() == 5 else x).to(device)
+
+
+def train(config: dict, resume=None) -> float:
+    """Train with ``config`` (from ``train.config``), or continue the run of checkpoint ``resume``;
+    returns the best test top-1 (%)."""
+    distributed = Distributed(check_setup(config))
+    device = distributed.device
+    state = checkpoint.load(resume, config) if resume else None
+    seed_everything(config['seed'])
     out_dir = Path(config['out_dir'])
     train_loader, test_loader = make_loader(config, distributed, True), make_loader(config, distributed, False)
     meta = datasets.info(config['dataset'])
@@ -250,46 +200,40 @@ def train(config: dict, resume=None):
     scaler = torch.amp.GradScaler(device.type, enabled=config['amp'] and device.type == 'cuda')
     sj_ei.constrain(model, optimizer)
     start_epoch, best_acc1 = 0, 0.0
-    if resume:
-        state = checkpoint.load(resume, config)
-        model.load_state_dict(state['model'])
-        optimizer.load_state_dict(state['optimizer'])
-        scheduler.load_state_dict(state['scheduler'])
-        scaler.load_state_dict(state['scaler'])
+    if state:
+        checkpoint.restore(resume, state, distributed.rank, model, optimizer, scheduler, scaler)
         start_epoch, best_acc1 = state['epoch'] + 1, state['best_acc1']
-        checkpoint.set_rng_states(state['rng'])
     elif config['norm'] == 'ei':
-        set_epoch(train_loader, config['seed'], 0)
-        x, _ = next(iter(train_loader))
-        sj_ei.ei_init(model, (x.transpose(0, 1) if x.dim() == 5 else x).to(device))
+        sj_ei.ei_init(model, first_batch(train_loader, config['seed'], device))
     rates = FiringRates(model)
+    # DDP broadcasts rank 0's parameters and buffers: every rank starts from rank 0's E-I Init
     net = DistributedDataParallel(model) if distributed.world > 1 else model
     distributed.check_identical(model)
+    distributed.dump(model, 'init')
     writer = None
     if distributed.main:
         out_dir.mkdir(parents=True, exist_ok=True)
         writer = SummaryWriter(str(out_dir))
         print(f'{config["model"]} ({config["norm"]}) on {config["dataset"]}: {len(train_loader.dataset)} train / '
               f'{len(test_loader.dataset)} test samples, T={config["T"]}, {distributed.world} process(es), '
-              f'device {device}, out_dir {out_dir}' + (f', resumed at epoch {start_epoch}' if resume else ''))
+              f'device {device}, out_dir {out_dir}' + (f', resumed at epoch {start_epoch}' if state else ''),
+              flush=True)
         if distributed.world > 1:
-            print(f'E-I Init: parameters identical on all {distributed.world} ranks')
+            print(f'E-I Init: parameters identical on all {distributed.world} ranks', flush=True)
     for epoch in range(start_epoch, config['epochs']):
         set_epoch(train_loader, config['seed'], epoch)
         rates.reset()
         progress = tqdm(total=steps, desc=f'epoch {epoch}', leave=False, disable=not distributed.main)
-        train_stats = distributed.sum(*run_epoch(net, train_loader, device, config['amp'], True, optimizer,
-                                                 scheduler, scaler, rates, progress)[:4])
+        *train_stats, train_time = run_epoch(net, train_loader, device, config['amp'], True, optimizer,
+                                             scheduler, scaler, rates, progress)
         progress.close()
-        test_samples, test_loss, test_top1, test_top5, test_time = run_epoch(net, test_loader, device,
-                                                                            config['amp'], False)
-        test_stats = distributed.sum(test_samples, test_loss, test_top1, test_top5)
+        *test_stats, test_time = run_epoch(net, test_loader, device, config['amp'], False)
+        n, loss, top1, top5 = distributed.sum(*train_stats)
+        tn, tloss, ttop1, ttop5 = distributed.sum(*test_stats)
         distributed.check_identical(model)
-        train_time = progress.format_dict['elapsed']
+        rng = distributed.gather(checkpoint.rng_states())
         if not distributed.main:
             continue
-        n, loss, top1, top5 = train_stats
-        tn, tloss, ttop1, ttop5 = test_stats
         acc1, test_acc1 = 100 * top1 / n, 100 * ttop1 / tn
         is_best = test_acc1 > best_acc1
         best_acc1 = max(best_acc1, test_acc1)
@@ -302,26 +246,29 @@ def train(config: dict, resume=None):
         for name, rate in rates.rates().items():
             writer.add_scalar(f'firing_rate/{name}', rate, epoch)
         if config['histograms']:
-            log_histograms(writer, model, test_loader, device, epoch)
+            x, _ = next(iter(test_loader))
+            log_histograms(writer, model, (x.transpose(0, 1) if x.dim() == 5 else x).to(device),
+                           config['backend'], epoch)
         writer.flush()
-        state = dict(model=model.state_dict(), optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
-                     scaler=scaler.state_dict(), epoch=epoch, best_acc1=best_acc1, config=config)
-        checkpoint.save(out_dir / 'checkpoint_latest.pth', **state)
+        snapshot = dict(model=model.state_dict(), optimizer=optimizer.state_dict(),
+                        scheduler=scheduler.state_dict(), scaler=scaler.state_dict(), epoch=epoch,
+                        best_acc1=best_acc1, config=config, rng=rng)
+        checkpoint.save(out_dir / 'checkpoint_latest.pth', **snapshot)
         if is_best:
-            checkpoint.save(out_dir / 'checkpoint_max.pth', **state)
+            checkpoint.save(out_dir / 'checkpoint_max.pth', **snapshot)
         print(f'epoch {epoch}: train loss {loss / n:.4f} acc@1 {acc1:.2f} | test loss {tloss / tn:.4f} '
               f'acc@1 {test_acc1:.2f} acc@5 {100 * ttop5 / tn:.2f} | best acc@1 {best_acc1:.2f} | '
               f'train {n / train_time:.1f} samples/s, test {tn / test_time:.1f} samples/s', flush=True)
+    distributed.dump(model, 'final')
     if writer:
         writer.close()
-    if distributed.world > 1:
-        dist.destroy_process_group()
+    distributed.close()
     return best_acc1
 
 
 def evaluate_pretrained(config: dict, path) -> float:
     """Test-set top-1 (%) of a DeepEISNN checkpoint read into the sj_ei model of ``config``."""
-    distributed = Distributed(config['device'])
+    distributed = Distributed(check_setup(config))
     meta = datasets.info(config['dataset'])
     name = config['model']
     arch = {'arch': name.rstrip('0123456789'), 'num_layers': int(name[len(name.rstrip('0123456789')):]),
@@ -336,7 +283,7 @@ def evaluate_pretrained(config: dict, path) -> float:
 
 
 USER_ERRORS = (cfg.ConfigError, checkpoint.CheckpointError, datasets.DatasetNotFoundError, sj_ei.EIInitError,
-               convert.ConversionError)
+               convert.ConversionError, CupyUnavailableError)
 
 
 def main(argv=None):

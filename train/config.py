@@ -5,6 +5,7 @@ Unknown keys and values of the wrong type are a ``ConfigError`` listing the vali
 """
 from pathlib import Path
 
+import torch
 import yaml
 
 from sj_ei import datasets, models
@@ -33,7 +34,7 @@ SCHEMA = {
     'histograms': (bool, False, "TensorBoard histograms of E-I parameters and each layer's I_int, every epoch"),
     'num_samples': (int, 1024, 'synthetic dataset only: training samples'),
     'num_test_samples': (int, 512, 'synthetic dataset only: test samples'),
-    'size': (int, 32, 'synthetic dataset only: frame height and width'),
+    'size': (int, 32, 'synthetic dataset only: frame height and width (>= 8; >= 32 for the VGGs)'),
 }
 CHOICES = {'dataset': datasets.NAMES, 'model': models.NAMES, 'norm': models.NORMS, 'backend': ('torch', 'cupy')}
 POSITIVE = ('width', 'ei_ratio', 'T', 'batch_size', 'epochs', 'num_samples', 'num_test_samples', 'size')
@@ -61,6 +62,14 @@ def check(key: str, value, source: str):
         raise ConfigError(f'{source}: {key} must be one of {", ".join(CHOICES[key])}, got {value!r}')
     if key in POSITIVE and value <= 0 or key in ('lr', 'weight_decay', 'momentum', 'warmup_epochs', 'workers') and value < 0:
         raise ConfigError(f'{source}: {key} must be {"> 0" if key in POSITIVE else ">= 0"}, got {value!r}')
+    if key == 'size' and value < 8:
+        raise ConfigError(f'{source}: size must be >= 8 (synthetic frames of size x size), got {value!r}')
+    if key == 'device':
+        try:
+            torch.device(value)
+        except RuntimeError:
+            raise ConfigError(f"{source}: device must be a torch device such as 'cpu', 'cuda' or 'cuda:1', "
+                              f'got {value!r}') from None
     return value
 
 

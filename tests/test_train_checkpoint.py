@@ -1,0 +1,106 @@
+"""Checkpoints: atomic writes, exact resume, and a clear error for anything else."""
+import os
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from train import checkpoint, classify
+from train import config as cfg
+
+from train_helpers import tiny_config
+
+
+def full_state(config, **changes):
+    """A checkpoint's contents with stand-in values."""
+    return {'model': {'w': torch.ones(3)}, 'optimizer': {}, 'scheduler': {}, 'scaler': {}, 'epoch': 0,
+            'best_acc1': 10.0, 'config': config, 'rng': [checkpoint.rng_states()], **changes}
+
+
+def test_a_crash_while_saving_leaves_the_previous_checkpoint_loadable(tmp_path, monkeypatch):
+    path = tmp_path / 'checkpoint_latest.pth'
+    config = cfg.load(tiny_config(tmp_path))
+    checkpoint.save(path, **full_state(config))
+    real_save = torch.save
+
+    def die_half_way(obj, f):
+        real_save(obj, f)
+        f.seek(f.tell() // 2)
+        f.truncate()
+        raise OSError('No space left on device')
+    monkeypatch.setattr(torch, 'save', die_half_way)
+    with pytest.raises(OSError, match='No space left'):
+        checkpoint.save(path, **full_state(config, epoch=1, model={'w': torch.zeros(3)}))
+    monkeypatch.undo()
+    state = checkpoint.load(path, config)
+    assert state['epoch'] == 0 and torch.equal(state['model']['w'], torch.ones(3))
+    assert sorted(os.listdir(tmp_path)) == ['checkpoint_latest.pth', 'tiny.yaml']  # no temporary file left
+
+
+def test_a_process_killed_mid_write_leaves_the_old_file_and_only_a_temporary_one(tmp_path, monkeypatch):
+    path = tmp_path / 'checkpoint_latest.pth'
+    config = cfg.load(tiny_config(tmp_path))
+    checkpoint.save(path, **full_state(config))
+
+    def killed(obj, f):
+        f.write(b'PK\x03\x04 half a zip')
+        f.flush()
+        os._exit(9)  # what SIGKILL leaves: no cleanup at all
+    pid = os.fork()
+    if pid == 0:
+        monkeypatch.setattr(torch, 'save', killed)
+        checkpoint.save(path, **full_state(config, epoch=1))
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 9
+    assert checkpoint.load(path, config)['epoch'] == 0
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith('.checkpoint_latest.pth-')]
+    assert len(leftovers) == 1  # the half-written temporary file, never under the checkpoint's name
+
+
+def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path, monkeypatch):
+    classify.train(cfg.load(tiny_config(tmp_path / 'a')))
+
+    stopped = cfg.load(tiny_config(tmp_path / 'b'))
+    save = checkpoint.save
+
+    def save_then_stop_after_epoch_1(path, **state):
+        save(path, **state)
+        if state['epoch'] == 1 and path.name == 'checkpoint_latest.pth':
+            raise KeyboardInterrupt
+    monkeypatch.setattr(checkpoint, 'save', save_then_stop_after_epoch_1)
+    with pytest.raises(KeyboardInterrupt):
+        classify.train(stopped)
+    monkeypatch.undo()
+    classify.train(stopped, resume=tmp_path / 'b' / 'run' / 'checkpoint_latest.pth')
+
+    a, b = (torch.load(tmp_path / d / 'run' / 'checkpoint_latest.pth', weights_only=True) for d in 'ab')
+    assert a['epoch'] == b['epoch'] == 2 and a['best_acc1'] == b['best_acc1']
+    assert a['model'].keys() == b['model'].keys()
+    for key in a['model']:
+        assert torch.equal(a['model'][key], b['model'][key]), key
+    for key in a['optimizer']['state']:
+        assert torch.equal(a['optimizer']['state'][key]['momentum_buffer'],
+                           b['optimizer']['state'][key]['momentum_buffer'])
+    assert a['scheduler'] == b['scheduler']
+    for tag in ('train/loss', 'test/loss', 'test/acc1', 'lr'):
+        series = [[(s.step, s.value) for s in EventAccumulator(str(tmp_path / d / 'run')).Reload().Scalars(tag)]
+                  for d in 'ab']
+        assert len(series[0]) == 3 and sorted(set(series[1])) == series[0], tag
+
+
+def test_a_checkpoint_of_another_run_or_model_is_refused(tmp_path):
+    config = cfg.load(tiny_config(tmp_path))
+    path = tmp_path / 'other.pth'
+    checkpoint.save(path, **full_state({**config, 'model': 'vgg11', 'width': 0.5}))
+    with pytest.raises(checkpoint.CheckpointError, match=r"another run \(model: 'vgg11' in the checkpoint, "
+                                                         r"'vgg8' now; width: 0.5 in the checkpoint, 0.125 now\)"):
+        checkpoint.load(path, config)
+    checkpoint.save(path, **full_state(config))  # same config, but the weights are not this model's
+    with pytest.raises(checkpoint.CheckpointError, match='does not fit this model'):
+        classify.train(config, resume=path)
+    state = full_state(config)
+    del state['optimizer']
+    checkpoint.save(path, **state)
+    with pytest.raises(checkpoint.CheckpointError, match='is damaged: it lacks optimizer'):
+        checkpoint.load(path, config)

@@ -1,0 +1,93 @@
+"""python -m train.classify as a user runs it: a real-format dataset end to end, and one
+clear message (no traceback) for every mistake a user can make."""
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from train import checkpoint, classify
+from train import config as cfg
+
+from dvs_gesture_format import write_dvs_gesture
+from train_helpers import ROOT, cli, tiny_config
+
+
+def user_error_cases(tmp_path) -> dict:
+    """``{case: (arguments, pattern the message must match)}``."""
+    tiny = tiny_config(tmp_path)
+    (tmp_path / 'garbage.pth').write_bytes(b'\x00garbage')
+    torch.save({'state_dict': {}}, tmp_path / 'foreign.pth')
+    checkpoint.save(tmp_path / 'cut.pth', model={'w': torch.ones(1000)}, optimizer={}, scheduler={}, scaler={},
+                    epoch=0, best_acc1=0.0, config=cfg.load(tiny), rng=[checkpoint.rng_states()])
+    data = (tmp_path / 'cut.pth').read_bytes()
+    (tmp_path / 'cut.pth').write_bytes(data[:len(data) // 2])
+    cases = {
+        'missing dataset': ([ROOT / 'configs' / 'dvsgesture.yaml', '-data-dir', tmp_path / 'nothing', '-device', 'cpu'],
+                            r'dvsgesture: .*DvsGesture\.tar\.gz'),
+        'missing config': ([tmp_path / 'nope.yaml'], r'config file .*nope\.yaml does not exist'),
+        'unknown config key': ([tiny_config(tmp_path / 'u', lerning_rate=0.1)], r"unknown key 'lerning_rate'"),
+        'bad flag value': ([tiny, '-b', 'many'], r'flag -b: batch_size must be int'),
+        'bad device': ([tiny, '-device', 'gpu0'], r'device must be a torch device'),
+        'damaged checkpoint': ([tiny, '-resume', tmp_path / 'garbage.pth'], r'garbage\.pth is damaged'),
+        'truncated checkpoint': ([tiny, '-resume', tmp_path / 'cut.pth'], r'cut\.pth is damaged'),
+        'foreign checkpoint': ([tiny, '-resume', tmp_path / 'foreign.pth'], r'is not a checkpoint of train\.classify'),
+        'cupy without GPU': ([tiny, '-backend', 'cupy'], r"backend 'cupy' needs a CUDA device"),
+    }
+    if not torch.cuda.is_available():
+        cases['cuda without GPU'] = ([tiny, '-device', 'cuda'], r'no CUDA device is available here')
+    return cases
+
+
+def test_every_user_error_exits_with_one_clear_message(tmp_path, capsys):
+    for case, (args, pattern) in user_error_cases(tmp_path).items():
+        with pytest.raises(SystemExit) as exit_info:
+            classify.main(['-cfg', *map(str, args)])
+        stderr = capsys.readouterr().err
+        assert exit_info.value.code == 2, (case, stderr)
+        assert stderr.startswith('error: ') and len(stderr.split('error: ')) == 2, (case, stderr)
+        assert re.search(pattern, stderr.splitlines()[0]), (case, stderr)
+
+
+def test_user_errors_from_the_command_line_print_no_traceback(tmp_path):
+    cases = user_error_cases(tmp_path)
+    env = {**os.environ, 'PYTHONPATH': str(ROOT)}
+    runs = {case: subprocess.Popen([sys.executable, '-m', 'train.classify', '-cfg', *map(str, cases[case][0])],
+                                   cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for case in ('missing dataset', 'unknown config key', 'bad flag value', 'damaged checkpoint',
+                         'cupy without GPU')}  # all at once: importing torch is most of each run
+    for case, process in runs.items():
+        _, stderr = process.communicate(timeout=600)
+        assert process.returncode == 2, (case, stderr)
+        assert 'Traceback' not in stderr, (case, stderr)
+        assert [line for line in stderr.splitlines() if line.startswith('error:')] == \
+            [stderr.splitlines()[0]], (case, stderr)
+        assert re.search(cases[case][1], stderr.splitlines()[0]), (case, stderr)
+
+
+def test_dvsgesture_config_runs_an_epoch_on_the_real_format(tmp_path):
+    write_dvs_gesture(tmp_path / 'data')
+    result = cli('-cfg', ROOT / 'configs' / 'dvsgesture.yaml', '-data-dir', tmp_path / 'data', '-device', 'cpu',
+                 '-epochs', '1', '-b', '4', '-T', '4', '-j', '0', '-width', '0.125', '-out-dir', tmp_path / 'run')
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert 'vgg8 (ei) on dvsgesture: 11 train / 11 test samples, T=4' in result.stdout
+    assert re.search(r'epoch 0: train loss [\d.]+ acc@1 [\d.]+ \| test loss [\d.]+ acc@1 [\d.]+ acc@5 [\d.]+ .*'
+                     r'train [\d.]+ samples/s, test [\d.]+ samples/s', result.stdout), result.stdout
+    assert 'epoch 0:' in result.stderr  # the tqdm progress bar
+    state = torch.load(tmp_path / 'run' / 'checkpoint_latest.pth', weights_only=True)
+    assert state['config']['dataset'] == 'dvsgesture' and state['config']['T'] == 4 and state['epoch'] == 0
+
+
+def test_pretrained_deepeisnn_model_is_evaluated(tmp_path):
+    from safetensors.torch import save_file
+    from test_convert import CONFIG, deepeisnn_vgg8
+    save_file(deepeisnn_vgg8(), str(tmp_path / 'model.safetensors'))
+    (tmp_path / 'config.json').write_text(json.dumps(CONFIG))
+    write_dvs_gesture(tmp_path / 'data')
+    result = cli('-cfg', ROOT / 'configs' / 'dvsgesture.yaml', '-data-dir', tmp_path / 'data', '-device', 'cpu',
+                 '-T', '2', '-j', '0', '-pretrained', tmp_path / 'model.safetensors')
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert 'model.safetensors: test loss' in result.stdout and '(11 samples' in result.stdout

@@ -1,0 +1,36 @@
+"""torchrun: DistributedDataParallel on the CPU (gloo), identical ranks, exact test metrics."""
+import torch
+
+from train.distributed import DUMP_ENV, ShardSampler
+
+from train_helpers import cli, free_port, tiny_config
+
+
+def test_two_process_torchrun_trains_with_identical_parameters_on_both_ranks(tmp_path):
+    config = tiny_config(tmp_path, epochs=1, num_test_samples=15)
+    dumps = tmp_path / 'dumps'
+    result = cli('-cfg', config, launcher=('-m', 'torch.distributed.run', '--nproc_per_node=2',
+                                           f'--master_port={free_port()}'), env={DUMP_ENV: str(dumps)})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert '2 process(es)' in result.stdout
+    assert result.stdout.count('epoch 0: train loss') == 1  # only rank 0 logs
+    for stage in ('init', 'final'):
+        rank0, rank1 = (torch.load(dumps / f'rank{r}_{stage}.pth', weights_only=True) for r in (0, 1))
+        assert rank0.keys() == rank1.keys()
+        for key in rank0:
+            assert torch.equal(rank0[key], rank1[key]), (stage, key)
+    init, final = (torch.load(dumps / f'rank0_{s}.pth', weights_only=True) for s in ('init', 'final'))
+    assert all(bool(v) for k, v in init.items() if k.endswith('initialized'))
+    assert not torch.equal(init['features.0.layer.weight_ee'], final['features.0.layer.weight_ee'])  # it trained
+    saved = torch.load(tmp_path / 'run' / 'checkpoint_latest.pth', weights_only=True)
+    assert all(torch.equal(saved['model'][k], final[k]) for k in final)
+    assert len(saved['rng']) == 2  # every rank's RNG states, for an exact resume
+    assert 'acc@1' in result.stdout and sorted(p.name for p in (tmp_path / 'run').glob('*.pth')) == \
+        ['checkpoint_latest.pth', 'checkpoint_max.pth']
+
+
+def test_test_shards_cover_every_sample_exactly_once():
+    data = list(range(15))
+    shards = [list(ShardSampler(data, rank, 4)) for rank in range(4)]
+    assert sorted(i for shard in shards for i in shard) == data
+    assert [len(ShardSampler(data, rank, 4)) for rank in range(4)] == [4, 4, 4, 3]

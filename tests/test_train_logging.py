@@ -1,0 +1,63 @@
+"""What a run leaves behind: TensorBoard scalars, E firing rates, E-I histograms, checkpoints."""
+import pytest
+import torch
+from spikingjelly.activation_based import functional
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+import sj_ei
+from train import classify
+from train import config as cfg
+from train.monitor import FiringRates, e_populations
+
+from train_helpers import tiny_config
+
+SCALARS = {'train/loss', 'train/acc1', 'train/acc5', 'test/loss', 'test/acc1', 'test/acc5', 'lr', 'train/speed',
+           'test/speed'}
+
+
+def test_an_ei_run_logs_scalars_firing_rates_histograms_and_checkpoints(tmp_path):
+    best = classify.train(cfg.load(tiny_config(tmp_path, epochs=2, histograms=True)))
+    run = tmp_path / 'run'
+    assert {'checkpoint_latest.pth', 'checkpoint_max.pth'} <= {p.name for p in run.iterdir()}
+    events = EventAccumulator(str(run), size_guidance={'histograms': 0, 'scalars': 0}).Reload()
+    scalars = set(events.Tags()['scalars'])
+    assert SCALARS <= scalars
+    assert [s.step for s in events.Scalars('test/acc1')] == [0, 1]
+    assert max(s.value for s in events.Scalars('test/acc1')) == best
+    rates = sorted(tag for tag in scalars if tag.startswith('firing_rate/'))
+    assert rates == [f'firing_rate/features.{i}' for i in (0, 2, 4, 6, 8)]  # one per E population of VGG-8
+    assert all(0 < s.value < 1 for tag in rates for s in events.Scalars(tag))
+    lr = [s.value for s in events.Scalars('lr')]
+    assert lr[0] == pytest.approx(0.005, rel=0.2) and lr[1] < lr[0]  # warm-up (1 epoch), then cosine
+    histograms = set(events.Tags()['histograms'])
+    for layer in ('features.0.layer', 'features.8.layer', 'readout'):
+        assert f'I_int/{layer}' in histograms
+    for name in ('weight_ee', 'weight_ie', 'weight_ei', 'gain_i', 'gain_e', 'bias'):
+        assert f'param/features.0.layer.{name}' in histograms
+
+
+def test_a_batch_norm_baseline_trains_without_ei_init(tmp_path):
+    classify.train(cfg.load(tiny_config(tmp_path, epochs=1, norm='bn', lr=0.1, warmup_epochs=0)))
+    events = EventAccumulator(str(tmp_path / 'run')).Reload()
+    assert SCALARS <= set(events.Tags()['scalars'])
+    assert 'firing_rate/features.0.2' in events.Tags()['scalars']  # conv, batch norm, LIF node
+
+
+def test_firing_rates_are_the_mean_spikes_of_each_e_population():
+    net = sj_ei.models.build('vgg8', 7, 2, width=0.125)
+    assert list(e_populations(net)) == [f'features.{i}' for i in (0, 2, 4, 6, 8)]
+    bn = sj_ei.models.build('vgg8', 7, 2, norm='bn', width=0.125)
+    assert list(e_populations(bn)) == [f'features.{i}.2' for i in (0, 2, 4, 6, 8)]
+    x = (torch.rand(2, 3, 2, 32, 32) < 0.3).float()
+    sj_ei.ei_init(net, x)
+    rates = FiringRates(net)
+    spikes = {}
+    net.features[2].register_forward_hook(lambda m, i, out: spikes.__setitem__('2', out))
+    for _ in range(2):
+        net(x)
+        functional.reset_net(net)
+        rates.batches += 1
+    assert rates.rates()['features.2'] == pytest.approx(spikes['2'].mean().item(), rel=1e-6)
+    with torch.no_grad():  # evaluation and E-I Init do not count
+        net(x)
+    assert rates.rates()['features.2'] == pytest.approx(spikes['2'].mean().item(), rel=1e-6)
