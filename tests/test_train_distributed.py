@@ -1,4 +1,6 @@
 """torchrun: DistributedDataParallel on the CPU (gloo), identical ranks, exact test metrics."""
+import re
+
 import torch
 
 from train.distributed import DUMP_ENV, ShardSampler
@@ -13,6 +15,7 @@ def test_two_process_torchrun_trains_with_identical_parameters_on_both_ranks(tmp
                                            f'--master_port={free_port()}'), env={DUMP_ENV: str(dumps)})
     assert result.returncode == 0, result.stderr[-3000:]
     assert '2 process(es)' in result.stdout
+    assert 'E-I Init: parameters identical on all 2 ranks' in result.stdout
     assert result.stdout.count('epoch 0: train loss') == 1  # only rank 0 logs
     for stage in ('init', 'final'):
         rank0, rank1 = (torch.load(dumps / f'rank{r}_{stage}.pth', weights_only=True) for r in (0, 1))
@@ -25,8 +28,10 @@ def test_two_process_torchrun_trains_with_identical_parameters_on_both_ranks(tmp
     saved = torch.load(tmp_path / 'run' / 'checkpoint_latest.pth', weights_only=True)
     assert all(torch.equal(saved['model'][k], final[k]) for k in final)
     assert len(saved['rng']) == 2  # every rank's RNG states, for an exact resume
-    assert 'acc@1' in result.stdout and sorted(p.name for p in (tmp_path / 'run').glob('*.pth')) == \
-        ['checkpoint_latest.pth', 'checkpoint_max.pth']
+    assert sorted(p.name for p in (tmp_path / 'run').glob('*.pth')) == ['checkpoint_latest.pth', 'checkpoint_max.pth']
+    # every one of the 15 test samples counted once (padding to 16 would give multiples of 6.25%)
+    test_acc = re.search(r'test loss [\d.]+ acc@1 ([\d.]+) acc@5 ([\d.]+)', result.stdout).groups()
+    assert all(abs(float(a) * 0.15 - round(float(a) * 0.15)) < 0.01 for a in test_acc), test_acc
 
 
 def test_test_shards_cover_every_sample_exactly_once():

@@ -199,7 +199,7 @@ def train(config: dict, resume=None) -> float:
         optimizer, warmup_cosine(config['warmup_epochs'] * steps, config['epochs'] * steps))
     scaler = torch.amp.GradScaler(device.type, enabled=config['amp'] and device.type == 'cuda')
     sj_ei.constrain(model, optimizer)
-    start_epoch, best_acc1 = 0, 0.0
+    start_epoch, best_acc1 = 0, -math.inf  # the first epoch is the best so far
     if state:
         checkpoint.restore(resume, state, distributed.rank, model, optimizer, scheduler, scaler)
         start_epoch, best_acc1 = state['epoch'] + 1, state['best_acc1']
@@ -219,7 +219,8 @@ def train(config: dict, resume=None) -> float:
               f'device {device}, out_dir {out_dir}' + (f', resumed at epoch {start_epoch}' if state else ''),
               flush=True)
         if distributed.world > 1:
-            print(f'E-I Init: parameters identical on all {distributed.world} ranks', flush=True)
+            start = 'resumed' if state else 'E-I Init' if config['norm'] == 'ei' else 'initialization'
+            print(f'{start}: parameters identical on all {distributed.world} ranks', flush=True)
     for epoch in range(start_epoch, config['epochs']):
         set_epoch(train_loader, config['seed'], epoch)
         rates.reset()
