@@ -5,28 +5,32 @@ Shapes: ``y`` is the output of the layer's one projection of the input ``x``
 of samples (``T * B`` in multi-step mode) and ``S`` the spatial dimensions
 (none for a linear layer).  Everything here follows SPEC sections 1 and 4.
 """
+from typing import Optional, Tuple
+
 import torch
 import torch.nn.functional as F
 
 
-def pointwise(weight_ei: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
-    """``W_EI r`` across channels at every position: ``[n_E, n_I] x [N, n_I(, H, W)] -> [N, n_E(, H, W)]``."""
+_LARGE_MAP = 64  # positions per map from which a batched matmul beats a 1x1 convolution
+
+
+def pointwise(weight: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """``weight r`` across channels at every position: ``[K, n_I] x [N, n_I(, H, W)] -> [N, K(, H, W)]``."""
     if r.dim() == 2:
-        return F.linear(r, weight_ei)
-    if r.shape[-1] * r.shape[-2] >= 64:  # a batched matmul beats a 1x1 convolution on large maps
+        return F.linear(r, weight)
+    if r.shape[-1] * r.shape[-2] >= _LARGE_MAP:
         flat = r.flatten(2)
-        return torch.bmm(weight_ei.expand(flat.shape[0], -1, -1), flat).unflatten(2, r.shape[2:])
-    return F.conv2d(r, weight_ei[:, :, None, None])
-
-
-def _pointwise_t(weight_ei: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    """``W_EI^T g``: ``[N, n_E(, H, W)] -> [N, n_I(, H, W)]`` (the backward of ``pointwise`` in ``r``)."""
-    return pointwise(weight_ei.t(), g)
+        return torch.bmm(weight.expand(flat.shape[0], -1, -1), flat).unflatten(2, r.shape[2:])
+    return F.conv2d(r, weight[:, :, None, None])
 
 
 def _weight_grad(g: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
-    """``sum over samples and positions of g r^T``: ``[N, n_E(, H, W)], [N, n_I(, H, W)] -> [n_E, n_I]``."""
-    return g.t() @ r if g.dim() == 2 else torch.einsum('nehw,nchw->ec', g, r)
+    """``sum over samples and positions of g r^T``: ``[N, K(, H, W)], [N, n_I(, H, W)] -> [K, n_I]``."""
+    if g.dim() == 2:
+        return g.t() @ r
+    if g.shape[-1] * g.shape[-2] >= _LARGE_MAP:  # per-sample products read the maps in place
+        return torch.bmm(g.flatten(2), r.flatten(2).transpose(1, 2)).sum(0)
+    return torch.einsum('nehw,nchw->ec', g, r)
 
 
 class _Projection(torch.autograd.Function):
@@ -65,16 +69,56 @@ def project(x, weight_ee, weight_ie, conv=None):
     return _Projection.apply(x, weight_ee, weight_ie, conv)
 
 
+def _zero_floor(i_sh: torch.Tensor) -> Optional[Tuple[torch.Tensor, bool]]:
+    """``None`` when ``i_sh`` (``[N, ...]``) has no exact zero; else ``(floor, nonnegative)``:
+    ``floor [N]`` holds the value that replaces the zeros of each sample, its smallest
+    strictly positive value (``+inf`` if none), and ``nonnegative`` says that ``i_sh >= 0``
+    (Dale's law), where replacing the zeros is ``max(i_sh, floor)``.
+    Element-wise work stays in floating point (comparisons to bool masks are slow on the CPU)."""
+    lowest = i_sh.amin() if i_sh.numel() else i_sh.new_ones(())
+    if lowest > 0:  # the usual case, settled by one reduction
+        return None
+    if lowest == 0:  # x / sign(x) is x where x > 0 and NaN at the zeros
+        positive = torch.div(i_sh, i_sh.sign()).nan_to_num_(nan=torch.inf, posinf=torch.inf)
+        return positive.flatten(1).amin(dim=1), True
+    if not (i_sh == 0).any():  # negative values (no Dale's law) or NaN
+        return None
+    return torch.where(i_sh > 0, i_sh, torch.inf).flatten(1).amin(dim=1), False
+
+
+def _replace_zeros(i_sh: torch.Tensor, floor: torch.Tensor, nonnegative: bool, out=None) -> torch.Tensor:
+    """``i_sh`` with its zeros replaced by ``floor`` (``[N]``, per sample; see ``_zero_floor``)."""
+    floor = floor.view(-1, *([1] * (i_sh.dim() - 1)))
+    if nonnegative:  # the floor is at most every positive value of its sample
+        return torch.maximum(i_sh, floor, out=out)
+    return torch.where(i_sh == 0, floor, i_sh, out=out)
+
+
 def stabilize(i_sh: torch.Tensor) -> torch.Tensor:
     """Adaptive stabilization (forward value only): every exact zero of ``i_sh`` is
     replaced by the smallest strictly positive value of its sample (``+inf`` when the
     sample has none).  ``i_sh``: ``[N, ...]``, one sample per index of dim 0."""
-    zero = i_sh == 0
-    if not zero.any():
-        return i_sh
-    positive = torch.where(i_sh > 0, i_sh, torch.inf)
-    floor = positive.flatten(1).amin(dim=1).view(-1, *([1] * (i_sh.dim() - 1)))
-    return torch.where(zero, floor, i_sh)
+    found = _zero_floor(i_sh)
+    return i_sh if found is None else _replace_zeros(i_sh, *found)
+
+
+class _StraightThrough(torch.autograd.Function):
+    """``I_sh~`` from ``I_sh`` and the per-sample ``floor``; the gradient passes straight through."""
+
+    @staticmethod
+    def forward(ctx, i_sh, floor, nonnegative):
+        return _replace_zeros(i_sh, floor, nonnegative)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, None, None
+
+
+def _both_paths(weight_ei, gain_i, r, n_e):
+    """``(I_EI, I_sh)``, each ``[N, n_E, *S]``: views of one product of ``r`` with
+    ``[W_EI; W_EI diag(g_I)]`` (``[2 n_E, n_I]``), so ``I_sh = (W_EI diag(g_I)) r``."""
+    both = pointwise(torch.cat([weight_ei, weight_ei * gain_i]), r)
+    return both[:, :n_e], both[:, n_e:]
 
 
 def inhibition(y, n_e, weight_ei, gain_i, i_population, eps=None):
@@ -82,24 +126,26 @@ def inhibition(y, n_e, weight_ei, gain_i, i_population, eps=None):
     point-wise product.  Returns ``(I_EE, I_EI, I_sh~)``, each ``[N, n_E, *S]``; ``I_sh~``
     is stabilized with a straight-through gradient (or shifted by a fixed ``eps``)."""
     i_ee, i_ie = y[:, :n_e], y[:, n_e:]
-    r_i = i_population(i_ie)
-    gain = gain_i.view(-1, *([1] * (y.dim() - 2)))
-    both = pointwise(weight_ei, torch.cat([r_i, gain * r_i], dim=0))
-    i_ei, i_sh = both.chunk(2, dim=0)
+    i_ei, i_sh = _both_paths(weight_ei, gain_i, i_population(i_ie), n_e)
     if eps is not None:
         return i_ee, i_ei, i_sh + eps
-    if not i_sh.requires_grad:
-        return i_ee, i_ei, stabilize(i_sh)
     with torch.no_grad():
-        shift = stabilize(i_sh) - i_sh
-    return i_ee, i_ei, i_sh + shift
+        found = _zero_floor(i_sh)
+    return i_ee, i_ei, (i_sh if found is None else _StraightThrough.apply(i_sh, *found))
 
 
 def integrate(i_ee, i_ei, i_sh, gain_e, bias):
     """``I_int = g_E (I_EE - I_EI) / I_sh~ + b_E`` with per-channel ``g_E``, ``b_E`` ``[n_E]``,
-    in this order of operations (the CuPy kernel follows it, so spikes agree exactly)."""
-    shape = (-1, *([1] * (i_ee.dim() - 2)))
-    return (i_ee - i_ei).mul_(gain_e.view(shape)).div_(i_sh).add_(bias.view(shape))
+    in this order of operations (the CuPy kernel follows it, so spikes agree exactly).
+    Forward values only (no autograd through it)."""
+    return _integrate_difference(torch.sub(i_ee, i_ei), i_sh, gain_e, bias)
+
+
+def _integrate_difference(d, i_sh, gain_e, bias):
+    """``integrate`` from ``d = I_EE - I_EI``, which it leaves unchanged."""
+    shape = (-1, *([1] * (d.dim() - 2)))
+    out = torch.mul(d, gain_e.view(shape))
+    return torch.addcdiv(bias.view(shape), out, i_sh, out=out)  # b + 1 * (out / I_sh~): the same rounding
 
 
 def _at_least_float32(y: torch.Tensor) -> torch.Tensor:
@@ -111,61 +157,79 @@ def _sum_per_channel(t: torch.Tensor) -> torch.Tensor:
 
 
 class _EICurrent(torch.autograd.Function):
-    """``I_int`` (or the readout ``I_EE - I_EI``) from ``y``, keeping only ``y`` for backward.
+    """``I_int`` (or the readout ``I_EE - I_EI``) from ``y``.
 
-    The element-wise intermediates are recomputed in backward instead of being stored,
-    so an E-I layer saves 1.25x the activations of a convolution followed by batch norm,
-    and backward is written out so that it makes as few passes over them as it can.
-    The gradient of ``weight_ei`` is multiplied by ``ei_grad_scale`` (SPEC section 4);
-    the stabilization passes the gradient of ``I_sh~`` straight through to ``I_sh``.
+    For backward it keeps ``d = I_EE - I_EI`` and ``I_IE`` (as many values as ``y``, which
+    is then freed), and the ``[N]`` replacement values when stabilization replaced zeros;
+    it recomputes ``r_I`` and ``I_sh`` (one point-wise product) instead of storing them,
+    so an E-I layer saves 1.25x the activations of a convolution followed by batch norm.
+    Under autocast ``d`` is kept in the dtype of ``y``.  Backward is written out: the
+    gradients of ``I_EE`` and ``I_sh`` are written into reused buffers, and those of
+    ``W_EI`` and ``g_I`` come from the two ``[n_E, n_I]`` sums of products.  The gradient
+    of ``weight_ei`` is multiplied by ``ei_grad_scale`` (SPEC section 4); the
+    stabilization passes the gradient of ``I_sh~`` straight through to ``I_sh``.
     Computation is in float32 (or float64) even under autocast: half precision loses the division.
     """
 
     @staticmethod
     def forward(ctx, y, weight_ei, gain_i, gain_e, bias, n_e, i_population, eps, readout, ei_grad_scale):
         ctx.config = (n_e, i_population, eps, readout, ei_grad_scale)
-        ctx.save_for_backward(y, weight_ei, gain_i, gain_e, bias)
         with torch.autocast(y.device.type, enabled=False):
-            y = _at_least_float32(y)
+            y32 = _at_least_float32(y)
             if readout:
-                return y[:, :n_e] - pointwise(weight_ei, i_population(y[:, n_e:]))
-            return integrate(*inhibition(y, n_e, weight_ei, gain_i, i_population, eps), gain_e, bias)
+                ctx.save_for_backward(y, weight_ei)
+                return y32[:, :n_e] - pointwise(weight_ei, i_population(y32[:, n_e:]))
+            i_ie = y[:, n_e:].contiguous()
+            i_ei, i_sh = _both_paths(weight_ei, gain_i, i_population(_at_least_float32(i_ie)), n_e)
+            floor, ctx.nonnegative = None, True
+            if eps is not None:
+                i_sh.add_(eps)
+            elif (found := _zero_floor(i_sh)) is not None:
+                floor, ctx.nonnegative = found
+                _replace_zeros(i_sh, *found, out=i_sh)
+            d = torch.sub(y32[:, :n_e], i_ei)
+            out = _integrate_difference(d, i_sh, gain_e, bias)
+            ctx.save_for_backward(d.to(y.dtype), i_ie, weight_ei, gain_i, gain_e, bias, floor)
+            return out
 
     @staticmethod
     def backward(ctx, grad_out):
         n_e, i_population, eps, readout, ei_grad_scale = ctx.config
-        y, weight_ei, gain_i, gain_e, bias = ctx.saved_tensors
+        if readout:
+            y, weight_ei = ctx.saved_tensors
+            i_ie = y[:, n_e:]
+        else:
+            d, i_ie, weight_ei, gain_i, gain_e, bias, floor = ctx.saved_tensors
         with torch.autocast(grad_out.device.type, enabled=False):
-            y32 = _at_least_float32(y)
-            i_ee, i_ie = y32[:, :n_e], y32[:, n_e:]
             with torch.enable_grad():
-                i_ie = i_ie.detach().requires_grad_()
+                i_ie = _at_least_float32(i_ie).detach().requires_grad_()
                 r_i = i_population(i_ie)
             r = r_i.detach()
-            grad_gain_i = grad_gain_e = grad_bias = None
             if readout:
-                grad_i_ee = grad_out
-                grad_r = -_pointwise_t(weight_ei, grad_out)
-                grad_weight_ei = -_weight_grad(grad_out, r)
-            else:
-                shape = (-1,) + (1,) * (y.dim() - 2)
-                gain = gain_i.view(shape)
-                gr = gain * r
-                i_ei, i_sh = pointwise(weight_ei, torch.cat([r, gr])).chunk(2)
-                i_sh = stabilize(i_sh) if eps is None else i_sh + eps
-                q = (grad_out * gain_e.view(shape)).div_(i_sh)         # dL/dI_EE = -dL/dI_EI
-                normalized = (i_ee - i_ei).div_(i_sh)                  # (I_EE - I_EI) / I_sh~
-                grad_gain_e = _sum_per_channel(grad_out * normalized)
-                grad_bias = _sum_per_channel(grad_out)
-                q_n = q * normalized                                   # = -dL/dI_sh
-                back_sh = _pointwise_t(weight_ei, q_n)
-                grad_r = -_pointwise_t(weight_ei, q) - gain * back_sh
-                grad_gain_i = -_sum_per_channel(r * back_sh)
-                grad_weight_ei = -(_weight_grad(q, r) + _weight_grad(q_n, gr))
-                grad_i_ee = q
-            grad_i_ie, = torch.autograd.grad(r_i, i_ie, grad_r)
-            grad_y = torch.cat([grad_i_ee, grad_i_ie], dim=1).to(y.dtype)
-        return (grad_y, grad_weight_ei * ei_grad_scale, grad_gain_i, grad_gain_e, grad_bias,
+                grad_r = pointwise(-weight_ei.t(), grad_out)
+                grad_i_ie, = torch.autograd.grad(r_i, i_ie, grad_r)
+                grad_y = torch.cat([grad_out, grad_i_ie], dim=1).to(y.dtype)
+                return grad_y, -_weight_grad(grad_out, r) * ei_grad_scale, None, None, None, None, None, None, None, None
+            shape = (-1,) + (1,) * (d.dim() - 2)
+            shunting = weight_ei * gain_i                                                 # I_sh = W_EI diag(g_I) r
+            i_sh = pointwise(shunting, r)
+            if eps is not None:
+                i_sh.add_(eps)
+            elif floor is not None:
+                _replace_zeros(i_sh, floor, ctx.nonnegative, out=i_sh)
+            grad_y = grad_out.new_empty((d.shape[0], n_e + i_ie.shape[1], *d.shape[2:]))
+            q = torch.mul(grad_out, gain_e.view(shape), out=grad_y[:, :n_e]).div_(i_sh)  # dL/dI_EE = -dL/dI_EI
+            normalized = torch.div(_at_least_float32(d), i_sh, out=i_sh)                # (I_EE - I_EI) / I_sh~
+            product = grad_out * normalized
+            grad_gain_e = _sum_per_channel(product)
+            grad_bias = _sum_per_channel(grad_out)
+            q_n = torch.mul(q, normalized, out=product)                                  # = -dL/dI_sh
+            grad_r = pointwise(-weight_ei.t(), q).add_(pointwise(-shunting.t(), q_n))
+            grad_y[:, n_e:], = torch.autograd.grad(r_i, i_ie, grad_r)
+            m_q, m_n = _weight_grad(q, r), _weight_grad(q_n, r)                          # sums of q r^T, q_n r^T
+            grad_weight_ei = -(m_q + m_n * gain_i)
+            grad_gain_i = -(m_n * weight_ei).sum(0)
+        return (grad_y.to(d.dtype), grad_weight_ei * ei_grad_scale, grad_gain_i, grad_gain_e, grad_bias,
                 None, None, None, None, None)
 
 
