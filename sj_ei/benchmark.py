@@ -1,19 +1,24 @@
 """Benchmarks: training-step time and memory of E-I networks against the batch-norm SNN
-of the same shape, on the torch backend and (with a GPU) the CuPy backend, in one run.
+of the same shape, on the torch backend and (with a GPU and CuPy) the CuPy backend, in one run.
 
     python -m sj_ei.benchmark -models vgg8,vgg16,resnet18 -shape cifar -b 16 -o results.json
 
-Time: forward + backward + optimizer step + reset_net, median and quartiles over
-``-repeats`` steps after ``-warmup`` steps.  Memory: the bytes of the tensors autograd
-saves for backward (exact, machine-independent; parameters excluded, each storage
-counted once) and, on a GPU, the peak allocated memory.  Ratios are against the
-batch-norm network of the same shape measured in the same run.
+Time: forward + backward + optimizer step + ``reset_net``, median, quartiles and range over
+``-repeats`` steps after ``-warmup`` steps.  The variants of one model are timed in turns,
+one step each, so that a load on the machine slows them alike.  Memory, measured with one
+variant alive at a time: the bytes of the tensors autograd saves for backward (exact and
+machine-independent; each storage counted once, parameters excluded and reported apart) and,
+on a GPU, the peak allocated memory of a step.  Ratios ("x BN") are against the batch-norm
+network of the same shape and backend measured in the same run.
 """
 import argparse
+import gc
 import json
+import platform
 import statistics
 import sys
 import time
+from importlib import metadata
 
 import torch
 import torch.nn.functional as F
@@ -25,9 +30,12 @@ import sj_ei
 SHAPES = {'cifar': dict(in_channels=3, size=32, T=4, num_classes=10),
           'dvs': dict(in_channels=2, size=48, T=16, num_classes=11)}
 
+MIN_SIZE = {'vgg': 32, 'res': 8}  # five 2x2 poolings; three stride-2 stages
 
-def saved_bytes(forward, model) -> int:
-    """Bytes autograd saves for backward during ``forward()``, parameters excluded, storages once."""
+
+def saved_bytes(forward, model: nn.Module) -> int:
+    """Bytes of the tensors autograd saves for backward while ``forward()`` runs (it returns a
+    scalar loss, which is then back-propagated): each storage once, ``model``'s parameters excluded."""
     params = {p.untyped_storage().data_ptr() for p in model.parameters()}
     seen = {}
 
@@ -43,7 +51,8 @@ def saved_bytes(forward, model) -> int:
 
 
 def block(norm: str, channels: int) -> nn.Module:
-    """One spiking conv block ``channels -> 2 * channels`` (3x3) as a model with a readout."""
+    """One spiking 3x3 conv block ``channels -> 2 * channels`` (E-I layer + E population, or
+    conv + batch norm + the same LIF node), then pooling and a linear readout."""
     if norm == 'ei':
         conv = sj_ei.EIBlock(sj_ei.EIConv2d(channels, 2 * channels, 3, padding=1, step_mode='m'),
                              sj_ei.e_population(step_mode='m'))
@@ -54,105 +63,148 @@ def block(norm: str, channels: int) -> nn.Module:
                          layer.Linear(2 * channels, 10, step_mode='m'))
 
 
-def make_model(name: str, norm: str, shape: dict, channels: int) -> nn.Module:
-    if name == 'block':
-        return block(norm, channels)
-    return sj_ei.models.build(name, shape['num_classes'], shape['in_channels'], norm=norm)
+class _Run:
+    """One variant (model, norm, backend) ready to train on a fixed batch."""
 
+    def __init__(self, name, norm, backend, shape, batch, T, size, device, channels, seed=0):
+        torch.manual_seed(seed)
+        if name == 'block':
+            self.model, in_channels = block(norm, channels), channels
+        else:
+            self.model = sj_ei.models.build(name, shape['num_classes'], shape['in_channels'], norm=norm)
+            in_channels = shape['in_channels']
+        self.model.to(device)
+        self.device = device
+        self.x = (torch.rand(T, batch, in_channels, size, size, device=device) < 0.2).float()
+        self.labels = torch.randint(0, 10, (batch,), device=device)
+        if norm == 'ei':
+            sj_ei.ei_init(self.model, self.x)
+        functional.set_backend(self.model, backend)
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=1e-3, momentum=0.9)
+        if norm == 'ei':
+            sj_ei.constrain(self.model, self.optimizer)
 
-def measure(name, norm, backend, shape, batch, T, device, warmup, repeats, channels, seed=0):
-    """One row: step times (s) and memory of ``name`` with ``norm`` on ``backend``."""
-    torch.manual_seed(seed)
-    model = make_model(name, norm, shape, channels).to(device)
-    in_channels = channels if name == 'block' else shape['in_channels']
-    x = (torch.rand(T, batch, in_channels, shape['size'], shape['size'], device=device) < 0.2).float()
-    labels = torch.randint(0, 10, (batch,), device=device)
-    if norm == 'ei':
-        sj_ei.ei_init(model, x)
-    functional.set_backend(model, backend)
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
-    if norm == 'ei':
-        sj_ei.constrain(model, optimizer)
+    def loss(self):
+        return F.cross_entropy(self.model(self.x).mean(0), self.labels)
 
-    def forward():
-        return F.cross_entropy(model(x).mean(0), labels)
-
-    def step():
-        loss = forward()
-        optimizer.zero_grad(set_to_none=True)
+    def step(self):
+        loss = self.loss()
+        self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        optimizer.step()
-        functional.reset_net(model)
+        self.optimizer.step()
+        functional.reset_net(self.model)
 
-    def synchronize():
-        if device.type == 'cuda':
-            torch.cuda.synchronize(device)
-    for _ in range(warmup):
-        step()
-    memory = saved_bytes(forward, model)
-    functional.reset_net(model)
-    if device.type == 'cuda':
-        torch.cuda.reset_peak_memory_stats(device)
-    times = []
-    for _ in range(repeats):
-        synchronize()
+    def timed_step(self) -> float:
+        self._synchronize()
         start = time.perf_counter()
-        step()
-        synchronize()
-        times.append(time.perf_counter() - start)
-    q = statistics.quantiles(times, n=4, method='inclusive') if len(times) > 1 else times * 3
-    row = dict(model=name, norm=norm, backend=backend, median_s=statistics.median(times), q1_s=q[0], q3_s=q[2],
-               saved_bytes=memory)
-    if device.type == 'cuda':
-        row['peak_bytes'] = torch.cuda.max_memory_allocated(device)
-    return row
+        self.step()
+        self._synchronize()
+        return time.perf_counter() - start
+
+    def memory(self) -> dict:
+        """Saved-for-backward bytes, parameter bytes and (GPU) the peak allocated bytes of one step."""
+        out = dict(saved_bytes=saved_bytes(self.loss, self.model),
+                   param_bytes=sum(p.numel() * p.element_size() for p in self.model.parameters()))
+        functional.reset_net(self.model)
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.device.type == 'cuda':
+            self._synchronize()
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.step()
+            self._synchronize()
+            out['peak_bytes'] = torch.cuda.max_memory_allocated(self.device)
+        return out
+
+    def _synchronize(self):
+        if self.device.type == 'cuda':
+            torch.cuda.synchronize(self.device)
 
 
-def variants(device):
-    """(norm, backend) pairs to compare, and the reason a CuPy row is absent."""
-    rows = [('bn', 'torch'), ('ei', 'torch')]
+def variants(device: torch.device):
+    """The (norm, backend) pairs to compare, and why CuPy rows are absent (None if present)."""
+    pairs = [('bn', 'torch'), ('ei', 'torch')]
+    if device.type != 'cuda':
+        return pairs, f'no CuPy rows: the CuPy backend runs on a CUDA device, this run is on {device}'
+    from . import cupy_backend
     try:
-        from . import cupy_backend
-        if device.type != 'cuda':
-            return rows, 'CuPy backend needs a CUDA device'
         cupy_backend.require_cupy(torch.empty(1, device=device))
-    except (ImportError, RuntimeError) as e:
-        return rows, f'CuPy backend not measured: {e}'
-    return rows + [('ei', 'cupy')], None
+    except cupy_backend.CupyUnavailableError as e:
+        return pairs, f'no CuPy rows: {e}'
+    return pairs + [('bn', 'cupy'), ('ei', 'cupy')], None
 
 
-def run(models, shape_name, batch, T, device, warmup, repeats, channels):
-    shape = SHAPES[shape_name]
-    T = T or shape['T']
-    pairs, skipped = variants(device)
+def spread(times) -> dict:
+    q1, _, q3 = statistics.quantiles(times, n=4, method='inclusive') if len(times) > 1 else times * 3
+    return dict(median_s=statistics.median(times), q1_s=q1, q3_s=q3, min_s=min(times), max_s=max(times))
+
+
+def measure(name, pairs, shape, batch, T, size, device, warmup, repeats, channels):
+    """Rows for every (norm, backend) of model ``name``: memory with one variant alive at a time,
+    then step times taken in turns (one step of each variant per round)."""
+    make = lambda norm, backend: _Run(name, norm, backend, shape, batch, T, size, device, channels)
     rows = []
-    for name in models:
-        for norm, backend in pairs:
-            row = measure(name, norm, backend, shape, batch, T, device, warmup, repeats, channels)
-            rows.append(row)
-        base = next(r for r in rows if r['model'] == name and r['norm'] == 'bn')
-        for r in rows:
-            if r['model'] == name:
-                r['time_ratio'] = r['median_s'] / base['median_s']
-                r['saved_ratio'] = r['saved_bytes'] / base['saved_bytes']
-                if 'peak_bytes' in r:
-                    r['peak_ratio'] = r['peak_bytes'] / base['peak_bytes']
-    return dict(shape=shape_name, batch=batch, T=T, device=str(device), torch=torch.__version__,
-                threads=torch.get_num_threads(), warmup=warmup, repeats=repeats, cupy_skipped=skipped, rows=rows)
+    for norm, backend in pairs:
+        run = make(norm, backend)
+        for _ in range(warmup):
+            run.step()
+        rows.append(dict(model=name, norm=norm, backend=backend, **run.memory()))
+        del run
+        gc.collect()
+    runs = [make(norm, backend) for norm, backend in pairs]
+    for run in runs:
+        for _ in range(warmup):
+            run.step()
+    times = [[] for _ in runs]
+    for _ in range(repeats):
+        for run, t in zip(runs, times):
+            t.append(run.timed_step())
+    for row, t in zip(rows, times):
+        row.update(spread(t), times_s=t)
+    for row in rows:
+        base = next(r for r in rows if r['norm'] == 'bn' and r['backend'] == row['backend'])
+        row['time_ratio'] = row['median_s'] / base['median_s']
+        row['saved_ratio'] = row['saved_bytes'] / base['saved_bytes']
+        if 'peak_bytes' in row:
+            row['peak_ratio'] = row['peak_bytes'] / base['peak_bytes']
+    return rows
 
 
-def table(result) -> str:
+def run(models, shape_name, batch, T, size, device, warmup, repeats, channels):
+    """The whole benchmark as a JSON-ready dict (``rows``: one per model, norm and backend)."""
+    shape = SHAPES[shape_name]
+    T, size = T or shape['T'], size or shape['size']
+    pairs, skipped = variants(device)
+    rows = [row for name in models
+            for row in measure(name, pairs, shape, batch, T, size, device, warmup, repeats, channels)]
+    machine = torch.cuda.get_device_name(device) if device.type == 'cuda' else _cpu_name()
+    return dict(shape=shape_name, in_channels=shape['in_channels'], size=size, batch=batch, T=T,
+                device=str(device), machine=machine, threads=torch.get_num_threads(), torch=torch.__version__,
+                spikingjelly=metadata.version('spikingjelly'), warmup=warmup, repeats=repeats,
+                cupy_skipped=skipped, rows=rows)
+
+
+def _cpu_name() -> str:
+    try:
+        with open('/proc/cpuinfo') as f:
+            return next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
+def table(result: dict) -> str:
+    """The results as a text table: absolute figures and ratios to the BN network."""
     gpu = any('peak_bytes' in r for r in result['rows'])
-    head = (f"shape {result['shape']}, batch {result['batch']}, T {result['T']}, device {result['device']}, "
-            f"{result['threads']} threads, median of {result['repeats']} steps")
-    lines = [head, f"{'model':<10}{'norm':<6}{'backend':<9}{'step ms (q1-q3)':>22}{'x BN':>7}"
+    head = (f"shape {result['shape']} ({result['in_channels']}x{result['size']}x{result['size']}), "
+            f"batch {result['batch']}, T {result['T']}, device {result['device']} ({result['machine']}), "
+            f"{result['threads']} threads, median of {result['repeats']} steps; x BN: against bn of the same backend")
+    lines = [head, f"{'model':<10}{'norm':<6}{'backend':<9}{'step ms (q1-q3)':>24}{'x BN':>7}"
                    f"{'saved MB':>11}{'x BN':>7}" + (f"{'peak MB':>10}{'x BN':>7}" if gpu else '')]
     for r in result['rows']:
-        spread = f"{1e3 * r['median_s']:.1f} ({1e3 * r['q1_s']:.1f}-{1e3 * r['q3_s']:.1f})"
-        line = (f"{r['model']:<10}{r['norm']:<6}{r['backend']:<9}{spread:>22}{r['time_ratio']:>7.2f}"
+        spread_ms = f"{1e3 * r['median_s']:.1f} ({1e3 * r['q1_s']:.1f}-{1e3 * r['q3_s']:.1f})"
+        line = (f"{r['model']:<10}{r['norm']:<6}{r['backend']:<9}{spread_ms:>24}{r['time_ratio']:>7.2f}"
                 f"{r['saved_bytes'] / 2**20:>11.1f}{r['saved_ratio']:>7.2f}")
         if gpu:
-            line += f"{r.get('peak_bytes', 0) / 2**20:>10.1f}{r.get('peak_ratio', float('nan')):>7.2f}"
+            line += f"{r['peak_bytes'] / 2**20:>10.1f}{r['peak_ratio']:>7.2f}"
         lines.append(line)
     if result['cupy_skipped']:
         lines.append(result['cupy_skipped'])
@@ -162,22 +214,42 @@ def table(result) -> str:
 def main(argv=None):
     parser = argparse.ArgumentParser(prog='python -m sj_ei.benchmark', description=__doc__.split('\n\n')[0])
     parser.add_argument('-models', default='block,vgg8,vgg16,resnet18',
-                        help="comma-separated: block (one 3x3 conv block), vgg8, vgg11, vgg16, vgg19, resnet18")
-    parser.add_argument('-shape', choices=SHAPES, default='cifar', help='cifar: 3x32x32 T=4; dvs: 2x48x48 T=16')
-    parser.add_argument('-b', type=int, default=16, help='batch size')
+                        help='comma-separated: block (one 3x3 conv block), ' + ', '.join(sj_ei.models.NAMES))
+    parser.add_argument('-shape', choices=SHAPES, default='cifar',
+                        help='cifar: 3x32x32, T=4 (default); dvs: DVS-Gesture 2x48x48, T=16')
+    parser.add_argument('-b', type=int, default=16, help='batch size (default 16)')
     parser.add_argument('-T', type=int, default=None, help="time steps (default: the shape's)")
+    parser.add_argument('-size', type=int, default=None, help="input height and width (default: the shape's)")
     parser.add_argument('-device', default='cuda' if torch.cuda.is_available() else 'cpu')
-    parser.add_argument('-warmup', type=int, default=2)
-    parser.add_argument('-repeats', type=int, default=5)
-    parser.add_argument('-channels', type=int, default=64, help='input channels of the single block')
+    parser.add_argument('-threads', type=int, default=None, help="CPU threads for torch (default: torch's)")
+    parser.add_argument('-warmup', type=int, default=2, help='untimed steps per variant (default 2)')
+    parser.add_argument('-repeats', type=int, default=5, help='timed steps per variant (default 5)')
+    parser.add_argument('-channels', type=int, default=64, help='input channels of the single block (default 64)')
     parser.add_argument('-o', default=None, metavar='JSON', help='also write the results here')
     args = parser.parse_args(argv)
     models = args.models.split(',')
     unknown = [m for m in models if m not in ('block', *sj_ei.models.NAMES)]
-    if unknown or args.b < 1 or args.repeats < 1:
-        parser.error(f'unknown model(s) {unknown}' if unknown else '-b and -repeats must be >= 1')
-    result = run(models, args.shape, args.b, args.T, torch.device(args.device), args.warmup, args.repeats,
-                 args.channels)
+    if unknown:
+        parser.error(f"unknown model(s) {', '.join(unknown)}; choose from block, {', '.join(sj_ei.models.NAMES)}")
+    for flag in ('b', 'T', 'size', 'threads', 'repeats', 'channels'):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
+            parser.error(f'-{flag} must be >= 1, got {getattr(args, flag)}')
+    size = args.size or SHAPES[args.shape]['size']
+    too_small = [m for m in models if size < MIN_SIZE.get(m[:3], 1)]
+    if too_small:
+        parser.error(f"-size {size} is too small for {', '.join(too_small)} (VGG needs >= 32, ResNet-18 >= 8)")
+    if args.warmup < 0:
+        parser.error(f'-warmup must be >= 0, got {args.warmup}')
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        parser.error(f"-device {args.device!r} is not a torch device; use e.g. cpu or cuda:0")
+    if device.type == 'cuda' and not torch.cuda.is_available():
+        parser.error('-device cuda: no CUDA device is available here; use -device cpu')
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    result = run(models, args.shape, args.b, args.T, args.size, device, args.warmup, args.repeats, args.channels)
+    result['command'] = 'python -m sj_ei.benchmark ' + ' '.join(sys.argv[1:] if argv is None else argv)
     print(table(result))
     if args.o:
         with open(args.o, 'w') as f:
