@@ -1,13 +1,14 @@
 """Datasets of the paper's settings (SPEC section 6) and the built-in synthetic events.
 
-``build(name, root, T, train)`` gives a ``Dataset`` of ``(x, label)``: event data as
-float frames ``[T, 2, H, W]``, static images as ``[C, H, W]`` (the model repeats them
-over T).  A dataset that is not on disk raises ``DatasetNotFoundError`` saying which
-files to place where, before anything is written, and nothing of the user's is ever
-deleted.
+``build(name, root, T, train, **options)`` gives a ``Dataset`` of ``(x, label)``: event
+data as float frames ``[T, 2, H, W]``, static images as ``[C, H, W]`` (the model repeats
+them over T).  ``info(name)`` gives what a model needs to know about the data.  A
+dataset that is not on disk raises ``DatasetNotFoundError`` saying which files to place
+where, before anything is written; nothing is downloaded, and nothing of the user's is
+ever deleted or changed.
 """
 from .errors import DatasetNotFoundError
-from .synthetic import SyntheticEvents, CLASSES as SYNTHETIC_CLASSES
+from .synthetic import CLASSES as SYNTHETIC_CLASSES, SyntheticEvents
 
 _INFO = {
     'synthetic': dict(num_classes=len(SYNTHETIC_CLASSES), in_channels=2, size=(32, 32), events=True),
@@ -18,10 +19,13 @@ _INFO = {
     'tinyimagenet': dict(num_classes=200, in_channels=3, size=(64, 64), events=False),
 }
 NAMES = tuple(_INFO)
+#: options of ``build('synthetic', ...)`` and their defaults
+SYNTHETIC_OPTIONS = dict(num_samples=1024, num_test_samples=512, size=32, seed=0)
 
 
 def info(name: str, **options) -> dict:
-    """``dict(num_classes, in_channels, size, events)`` of dataset ``name``."""
+    """``dict(num_classes, in_channels, size=(H, W), events)`` of dataset ``name``
+    (``size`` follows the ``size`` option of ``'synthetic'``)."""
     if name not in _INFO:
         raise ValueError(f'unknown dataset {name!r}; choose one of {", ".join(NAMES)}')
     result = dict(_INFO[name])
@@ -33,16 +37,25 @@ def info(name: str, **options) -> dict:
 def build(name: str, root, T: int, train: bool, **options):
     """The train or test split of dataset ``name`` stored under ``root``.
 
-    ``synthetic`` takes ``num_samples``, ``size``, ``seed`` (``root`` unused); the
-    event datasets frame their events into ``T`` frames by event count.
+    ``'synthetic'`` needs no files (``root`` is unused) and takes the options
+    ``SYNTHETIC_OPTIONS``: ``num_samples`` / ``num_test_samples`` (the train / test split's
+    size), ``size`` (frame side) and ``seed`` (the two splits never share a sample).
+    The event datasets frame their recordings into ``T`` frames by event count; the
+    static ones ignore ``T``.  The training splits are augmented as in the paper.
     """
     info(name)
+    if not isinstance(T, int) or T < 1:
+        raise ValueError(f'T must be a positive int, got {T!r}')
     if name == 'synthetic':
-        num_samples = options.get('num_samples', 1024) if train else options.get('num_test_samples', 512)
-        seed = options.get('seed', 0) * 2 + (0 if train else 1)
-        return SyntheticEvents(num_samples, T=T, size=options.get('size', 32), seed=seed)
+        unknown = sorted(set(options) - set(SYNTHETIC_OPTIONS))
+        if unknown:
+            raise ValueError(f"dataset 'synthetic' has no option {', '.join(unknown)}; "
+                             f"its options are {', '.join(SYNTHETIC_OPTIONS)}")
+        o = {**SYNTHETIC_OPTIONS, **options}
+        return SyntheticEvents(o['num_samples'] if train else o['num_test_samples'], T=T, size=o['size'],
+                               seed=2 * o['seed'] + (0 if train else 1))
     if options:
-        raise ValueError(f'dataset {name!r} takes no options, got {sorted(options)}')
+        raise ValueError(f'dataset {name!r} takes no options, got {", ".join(sorted(options))}')
     if name in ('dvsgesture', 'cifar10dvs'):
         from .events import event_frames
         return event_frames(name, root, T, train)

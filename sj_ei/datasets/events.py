@@ -1,18 +1,30 @@
 """DVS128 Gesture and CIFAR10-DVS through spikingjelly's dataset classes, framed by
-event count (``split_by='number'``) and resized to 48x48 (SPEC section 6).
+event count (``split_by='number'``) and resized to 48x48, nearest (SPEC section 6).
 
-spikingjelly converts raw recordings to ``events_np/`` and frames to
-``frames_number_T_split_by_number/`` under the dataset root. It also deletes an
-archive whose checksum does not match and tries to download missing files; this
-module never lets it: it checks what is on disk first, verifies archives itself,
-stops with a clear message, and builds each cache folder under a temporary name
-that is renamed only when complete, so an interrupted run leaves nothing half-made.
+Under the dataset root spikingjelly reads ``download/`` (the published archives),
+``extract/`` (their contents), converts the recordings once to ``events_np/`` and frames
+them once into ``frames_number_<T>_split_by_number/``.  Left to itself it deletes an
+archive whose checksum does not match, tries to download missing files, and skips a
+recording it cannot read without saying so.  This module therefore prepares those
+folders itself, with spikingjelly's own readers and framing functions, before handing
+the root to spikingjelly's class: it checks what is on disk first and stops with one
+clear error before writing anything, verifies archives against their published MD5
+and never deletes or changes a user's file, fails loudly on an unreadable recording,
+and builds each folder under a temporary name that is renamed only when complete, so
+an interrupted run leaves nothing half-made.
+
+CIFAR10-DVS has no official split: the last 10% of every class, in natural file-name
+order (``cifar10_airplane_900`` ... ``cifar10_airplane_999`` for the published
+data), is the test set, the rest the training set.
 """
+import contextlib
 import hashlib
+import io
 import os
+import re
 import shutil
 import tempfile
-from contextlib import contextmanager
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +33,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset, Subset
 from torchvision.datasets.utils import extract_archive
 from spikingjelly import datasets as sjds
+from spikingjelly.datasets import cifar10_dvs
 from spikingjelly.datasets.cifar10_dvs import CIFAR10DVS
 from spikingjelly.datasets.dvs128_gesture import DVS128Gesture
 
@@ -29,98 +42,45 @@ from .transforms import EventAugment
 
 SIZE = 48
 CIFAR10DVS_TEST_FRACTION = 0.1
+CIFAR10DVS_CLASSES = ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck')
 _SOURCES = {'dvsgesture': DVS128Gesture, 'cifar10dvs': CIFAR10DVS}
-
-
-@contextmanager
-def _staged(final: Path):
-    """A temporary folder beside ``final`` that becomes ``final`` only if the block completes."""
-    partial = Path(tempfile.mkdtemp(dir=final.parent, prefix=f'.{final.name}-'))
-    try:
-        yield partial
-        os.replace(partial, final)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-
-
-def _md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(1 << 20), b''):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _extracted(name: str, extract: Path) -> bool:
-    if name == 'dvsgesture':
-        return all((extract / 'DvsGesture' / f).is_file() for f in ('trials_to_train.txt', 'trials_to_test.txt'))
-    return all((extract / cls).is_dir() for cls in _CIFAR10DVS_CLASSES)
-
-
-_CIFAR10DVS_CLASSES = ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck')
 _WHERE = {
-    'dvsgesture': ('DvsGesture.tar.gz from the DVS128 Gesture page of IBM Research '
-                   '(https://research.ibm.com/interactive/dvsgesture/)',
-                   "or the archive's DvsGesture/ folder (the .aedat files, their *_labels.csv, "
-                   'trials_to_train.txt, trials_to_test.txt) as {root}/extract/DvsGesture/'),
+    'dvsgesture': ('DvsGesture.tar.gz (from IBM Research, https://research.ibm.com/interactive/dvsgesture/)',
+                   "or the archive's extracted DvsGesture/ folder (the .aedat recordings, their *_labels.csv, "
+                   'trials_to_train.txt and trials_to_test.txt) as {root}/extract/DvsGesture/'),
     'cifar10dvs': ('the ten class archives airplane.zip ... truck.zip of CIFAR10-DVS '
                    '(https://figshare.com/articles/dataset/CIFAR10-DVS_New/4724671)',
-                   'or their extracted folders as {root}/extract/airplane/ ... {root}/extract/truck/ '
-                   '(the .aedat files)'),
+                   'or their extracted class folders (the .aedat recordings) as '
+                   '{root}/extract/airplane/ ... {root}/extract/truck/'),
 }
+_WORKERS = min(8, os.cpu_count() or 1)
 
 
-def _prepare_events(name: str, root: Path):
-    """Make sure ``root/events_np`` exists, converting from the extracted recordings or the
-    verified archives; raise ``DatasetNotFoundError`` (having written nothing) otherwise."""
-    source = _SOURCES[name]
-    events_np, extract, download = root / 'events_np', root / 'extract', root / 'download'
-    if events_np.is_dir():
-        return
-    if not _extracted(name, extract):
-        archives = [(download / f, md5) for f, _, md5 in source.resource_url_md5() if f.endswith(('.zip', '.tar.gz'))]
-        missing = [p.name for p, _ in archives if not p.is_file()]
-        if missing:
-            what, alternative = _WHERE[name]
-            raise DatasetNotFoundError(
-                f'{name} is not in {root}: place {what} in {download}/ (missing: {", ".join(missing)}), '
-                + alternative.format(root=root) + '; then run again. Nothing is downloaded automatically.')
-        damaged = [p.name for p, md5 in archives if _md5(p) != md5]
-        if damaged:
-            raise ValueError(f'{name}: the archive(s) {", ".join(damaged)} in {download} do not match their '
-                             'published MD5 checksum (incomplete or damaged download?). They were left as they '
-                             'are: replace them with complete copies and run again.')
-        with _staged(extract) as partial:
-            for archive, _ in archives:
-                extract_archive(str(archive), str(partial))
-    with _staged(events_np) as partial:
-        source.create_events_np_files(str(extract), str(partial))
-        if not any(files for _, _, files in os.walk(partial)):
-            raise DatasetNotFoundError(f'{name}: no recording in {extract} could be converted; '
-                                       'check that the recordings are complete')
-
-
-def _prepare_frames(name: str, root: Path, T: int):
-    """Frame every recording into ``T`` frames by event count, into spikingjelly's cache folder."""
-    frames = root / f'frames_number_{T}_split_by_number'
-    if frames.is_dir():
-        return
-    H, W = _SOURCES[name].get_H_W()
-    events_np = root / 'events_np'
-    with _staged(frames) as partial:
-        sjds.create_same_directory_structure(str(events_np), str(partial))
-        for folder, _, files in os.walk(events_np):
-            out = os.path.join(partial, os.path.relpath(folder, events_np))
-            for f in files:
-                sjds.integrate_events_file_to_frames_file_by_fixed_frames_number(
-                    _SOURCES[name].load_events_np, os.path.join(folder, f), out, 'number', T, H, W)
+def event_frames(name: str, root, T: int, train: bool) -> Dataset:
+    """The ``train`` or test split of ``'dvsgesture'`` / ``'cifar10dvs'`` as float
+    ``([T, 2, 48, 48], label)``; DVS128 Gesture's training split is augmented (``EventAugment``)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise _not_found(name, root, f'the data directory {root} does not exist')
+    _prepare_events(name, root)
+    _prepare_frames(name, root, T)
+    with contextlib.redirect_stdout(io.StringIO()):  # spikingjelly reports each folder it finds
+        if name == 'dvsgesture':
+            frames = DVS128Gesture(str(root), train=train, data_type='frame', frames_number=T, split_by='number')
+        else:
+            frames = CIFAR10DVS(str(root), data_type='frame', frames_number=T, split_by='number')
+    if name == 'dvsgesture':  # spikingjelly's class indices follow its folder names' string order: '10' before '2'
+        return FramedEvents(frames, augment=train, labels=[int(folder) for folder in frames.classes])
+    if tuple(frames.classes) != CIFAR10DVS_CLASSES:
+        raise DatasetNotFoundError(f'cifar10dvs: {root}/events_np/ holds the classes {", ".join(frames.classes)}, '
+                                   f'expected exactly {", ".join(CIFAR10DVS_CLASSES)}; move other folders elsewhere')
+    return FramedEvents(cifar10dvs_split(frames, train), augment=False)
 
 
 class FramedEvents(Dataset):
-    """spikingjelly frames ``[T, 2, 128, 128]`` -> float ``[T, 2, 48, 48]`` (nearest resize),
-    with the paper's augmentation when ``augment``.  ``labels[i]`` is the true label of
-    spikingjelly's class index ``i`` (its folder order sorts '10' before '2')."""
+    """spikingjelly frames ``[T, 2, 128, 128]`` -> float ``[T, 2, 48, 48]`` (nearest resize,
+    or ``EventAugment`` when ``augment``).  ``labels[i]`` is the true label of the
+    wrapped dataset's class index ``i`` (identity when ``None``)."""
 
     def __init__(self, frames: Dataset, augment: bool, labels=None):
         self.frames, self.labels = frames, labels
@@ -136,31 +96,174 @@ class FramedEvents(Dataset):
         return x, int(label) if self.labels is None else self.labels[label]
 
 
-def _cifar10dvs_split(dataset, train: bool):
-    """Deterministic per-class split: the last 10% of each class (in spikingjelly's sorted
-    file order) is the test set."""
+def cifar10dvs_split(dataset, train: bool) -> Subset:
+    """Per class, the last ``CIFAR10DVS_TEST_FRACTION`` of the recordings in natural file-name
+    order are the test set (at least one), the others the training set."""
     by_class = {}
-    for index, label in enumerate(dataset.targets):
-        by_class.setdefault(label, []).append(index)
+    for index, (path, label) in enumerate(dataset.samples):
+        by_class.setdefault(label, []).append((_natural(Path(path).name), index))
     chosen = []
-    for indices in by_class.values():
-        cut = len(indices) - max(1, round(CIFAR10DVS_TEST_FRACTION * len(indices)))
-        chosen += indices[:cut] if train else indices[cut:]
+    for members in by_class.values():
+        ordered = [index for _, index in sorted(members)]
+        cut = len(ordered) - max(1, round(CIFAR10DVS_TEST_FRACTION * len(ordered)))
+        chosen += ordered[:cut] if train else ordered[cut:]
     return Subset(dataset, sorted(chosen))
 
 
-def event_frames(name: str, root, T: int, train: bool) -> Dataset:
-    """The ``train`` or test split of ``'dvsgesture'`` / ``'cifar10dvs'`` as ``([T, 2, 48, 48], label)``."""
-    root = Path(root)
-    if not root.is_dir():
-        what, alternative = _WHERE[name]
-        raise DatasetNotFoundError(f'{name}: the data directory {root} does not exist: create it and place {what} '
-                                   f'in {root}/download/, ' + alternative.format(root=root))
-    _prepare_events(name, root)
-    _prepare_frames(name, root, T)
+def _natural(name: str):
+    """Sort key comparing the digit runs of ``name`` as numbers: ``x_2`` before ``x_10``."""
+    return [(0, int(part), '') if part.isdigit() else (1, 0, part) for part in re.split(r'(\d+)', name)]
+
+
+# ---- on-disk preparation -------------------------------------------------------------
+
+def _not_found(name: str, root: Path, problem: str) -> DatasetNotFoundError:
+    what, alternative = _WHERE[name]
+    return DatasetNotFoundError(f'{name}: {problem}. Place {what} in {root / "download"}/, '
+                                + alternative.format(root=root) + '; then run again (nothing is downloaded '
+                                'automatically, and nothing was written).')
+
+
+@contextlib.contextmanager
+def _staged(final: Path):
+    """A temporary folder beside ``final`` that becomes ``final`` only if the block completes
+    (if another process completed ``final`` meanwhile, its copy is kept and ours dropped)."""
+    partial = Path(tempfile.mkdtemp(dir=final.parent, prefix=f'.{final.name}-partial-'))
+    try:
+        yield partial
+        try:
+            os.replace(partial, final)
+        except OSError:
+            if not final.is_dir():
+                raise
+            shutil.rmtree(partial)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+
+
+def _md5(path: Path) -> str:
+    digest = hashlib.md5()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _run_all(jobs, what: str):
+    """Run ``jobs`` (``(path, function, *args)``) on a thread pool; the first failure is one
+    ``ValueError`` naming its file."""
+    with contextlib.redirect_stdout(io.StringIO()), ThreadPoolExecutor(_WORKERS) as pool:
+        futures = [(path, pool.submit(function, *args)) for path, function, *args in jobs]
+        for path, future in futures:
+            try:
+                future.result()
+            except Exception as error:
+                pool.shutdown(cancel_futures=True)
+                raise ValueError(f'could not {what} {path} ({type(error).__name__}: {error}); the file may be '
+                                 'damaged or incomplete: replace it with a complete copy and run again') from error
+
+
+def _recordings(name: str, extract: Path):
+    """``(source file, split or class, output stem)`` of every recording in ``extract``, or
+    ``None`` if the extracted layout is absent; ``DatasetNotFoundError`` if it is incomplete."""
     if name == 'dvsgesture':
-        frames = DVS128Gesture(str(root), train=train, data_type='frame', frames_number=T, split_by='number')
-        return FramedEvents(frames, augment=train, labels=[int(folder) for folder in frames.classes])
-    frames = CIFAR10DVS(str(root), data_type='frame', frames_number=T, split_by='number')
-    assert tuple(frames.classes) == _CIFAR10DVS_CLASSES  # alphabetical is CIFAR-10's label order
-    return FramedEvents(_cifar10dvs_split(frames, train), augment=False)
+        folder = extract / 'DvsGesture'
+        lists = {'train': folder / 'trials_to_train.txt', 'test': folder / 'trials_to_test.txt'}
+        if not all(path.is_file() for path in lists.values()):
+            return None
+        recordings = [(folder / line.strip(), split, Path(line.strip()).stem)
+                      for split, path in lists.items() for line in path.read_text().splitlines() if line.strip()]
+        missing = [p.name for source, _, stem in recordings for p in (source, folder / f'{stem}_labels.csv')
+                   if not p.is_file()]
+    else:
+        if not all((extract / c).is_dir() for c in CIFAR10DVS_CLASSES):
+            return None
+        recordings = [(path, c, path.stem) for c in CIFAR10DVS_CLASSES for path in sorted((extract / c).glob('*.aedat'))]
+        missing = [f'{c}/*.aedat' for c in CIFAR10DVS_CLASSES if not any(c == cls for _, cls, _ in recordings)]
+    if missing or not recordings:
+        shown = ', '.join(missing[:5]) + (f' and {len(missing) - 5} more' if len(missing) > 5 else '')
+        raise DatasetNotFoundError(f'{name}: the extracted data in {extract} are incomplete: '
+                                   + (f'missing {shown}' if missing else 'no recordings listed')
+                                   + '. Extract the complete archive(s) there again (or remove the folder to have '
+                                   'them extracted from the archives in download/).')
+    return recordings
+
+
+def _prepare_events(name: str, root: Path):
+    """Make ``root/events_np`` from the extracted recordings, extracting the verified archives
+    first if needed; ``DatasetNotFoundError`` / ``ValueError`` (having written nothing) if
+    the data are missing or damaged."""
+    events_np, extract, download = root / 'events_np', root / 'extract', root / 'download'
+    if events_np.is_dir():
+        return
+    if _recordings(name, extract) is None:
+        if extract.exists():
+            raise DatasetNotFoundError(
+                f'{name}: {extract} exists but does not hold the extracted dataset (expected '
+                + _WHERE[name][1].split(' or ', 1)[1].format(root=root) + f'). If the archives are in {download}/, '
+                f'move {extract} aside to have them extracted there; nothing was written.')
+        archives = [(download / f, md5) for f, _, md5 in _SOURCES[name].resource_url_md5()
+                    if f.endswith(('.zip', '.tar.gz'))]
+        missing = [p.name for p, _ in archives if not p.is_file()]
+        if missing:
+            raise _not_found(name, root, f'it is not in {root} (missing {download}/{", ".join(missing)})')
+        damaged = [p.name for p, md5 in archives if _md5(p) != md5]
+        if damaged:
+            raise ValueError(f'{name}: {", ".join(damaged)} in {download} do(es) not match the published MD5 '
+                             'checksum (an incomplete or damaged download?). Nothing was deleted or written: '
+                             'replace the file(s) with complete copies and run again.')
+        print(f'{name}: extracting the archives in {download} to {extract} (once)')
+        with _staged(extract) as partial:
+            for archive, _ in archives:
+                extract_archive(str(archive), str(partial))
+            _recordings(name, partial)  # the verified archives must give the complete layout
+    recordings = _recordings(name, extract)
+    print(f'{name}: converting {len(recordings)} recordings in {extract} to {events_np} (once)')
+    with _staged(events_np) as partial:
+        if name == 'dvsgesture':
+            for split in ('train', 'test'):
+                for label in range(11):
+                    (partial / split / str(label)).mkdir(parents=True)
+            _run_all([(source, DVS128Gesture.split_aedat_files_to_np, stem, str(source),
+                       str(source.with_name(f'{stem}_labels.csv')), str(partial / split))
+                      for source, split, stem in recordings], 'read the recording')
+        else:
+            for c in CIFAR10DVS_CLASSES:
+                (partial / c).mkdir()
+            _run_all([(source, _convert_cifar10dvs, source, partial / c / f'{stem}.npz')
+                      for source, c, stem in recordings], 'read the recording')
+
+
+def _convert_cifar10dvs(source: Path, target: Path):
+    """One CIFAR10-DVS recording (AEDAT 2.0: big-endian 32-bit address, timestamp pairs) to
+    spikingjelly's events file, with the address layout and orientation of
+    ``CIFAR10DVS.load_origin_data``, whose reader numpy 2 no longer runs
+    (``np.fromstring`` on binary data was removed)."""
+    with open(source, 'rb') as f:
+        f.seek(cifar10_dvs.skip_header(f))
+        words = np.frombuffer(f.read(), dtype='>u4')
+    if len(words) % 2:
+        raise ValueError('odd number of 32-bit words after the header')
+    x, y, p = cifar10_dvs.parse_raw_address(words[0::2], x_mask=0xFE, x_shift=1, y_mask=0x7F00, y_shift=8,
+                                            polarity_mask=1, polarity_shift=None)
+    sjds.np_savez(str(target), t=words[1::2], x=127 - y, y=127 - x, p=1 - p.astype(int))
+
+
+def _prepare_frames(name: str, root: Path, T: int):
+    """Frame every recording into ``T`` frames by event count, into spikingjelly's cache folder."""
+    frames = root / f'frames_number_{T}_split_by_number'
+    if frames.is_dir():
+        return
+    H, W = _SOURCES[name].get_H_W()
+    events_np = root / 'events_np'
+    print(f'{name}: framing the recordings into {T} frames each in {frames} (once)')
+    with _staged(frames) as partial:
+        jobs = []
+        for folder, _, files in os.walk(events_np):
+            out = partial / Path(folder).relative_to(events_np)
+            out.mkdir(exist_ok=True)
+            jobs += [(Path(folder, f), sjds.integrate_events_file_to_frames_file_by_fixed_frames_number,
+                      _SOURCES[name].load_events_np, os.path.join(folder, f), str(out), 'number', T, H, W)
+                     for f in files]
+        _run_all(jobs, 'frame the events file')

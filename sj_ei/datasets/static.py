@@ -1,8 +1,13 @@
-"""CIFAR-10/100 and TinyImageNet-200 through torchvision, with the paper's augmentation
-(random crop with padding, horizontal flip, cutout; SPEC section 6).  Images ``[3, H, W]``."""
+"""CIFAR-10/100 and TinyImageNet-200 through torchvision, images ``[3, H, W]`` normalized
+with the dataset's usual channel means/stds, and the paper's training augmentation
+(SPEC section 6): random crop with zero padding of 1/8 of the side (32 pad 4 for CIFAR,
+64 pad 8 for TinyImageNet), horizontal flip, then cutout of a square half the side
+(16 for CIFAR, 32 for TinyImageNet).  The test splits are CIFAR's test batches and
+TinyImageNet's validation images."""
 from pathlib import Path
 
 from torchvision import datasets, transforms
+from torchvision.datasets import cifar
 
 from .errors import DatasetNotFoundError
 from .transforms import Cutout
@@ -12,6 +17,7 @@ _STATS = {
     'cifar100': ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
     'tinyimagenet': ((0.4802, 0.4481, 0.3975), (0.2770, 0.2691, 0.2821)),
 }
+_TORCHVISION = {'cifar10': datasets.CIFAR10, 'cifar100': datasets.CIFAR100}
 _REQUIRED = {
     'cifar10': ('cifar-10-batches-py', [f'data_batch_{i}' for i in range(1, 6)] + ['test_batch', 'batches.meta'],
                 'the CIFAR-10 python version (cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html), '
@@ -19,9 +25,56 @@ _REQUIRED = {
     'cifar100': ('cifar-100-python', ['train', 'test', 'meta'],
                  'the CIFAR-100 python version (cifar-100-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html), '
                  'extracted'),
-    'tinyimagenet': ('tiny-imagenet-200', ['train', 'val/images', 'val/val_annotations.txt', 'wnids.txt'],
-                     'Tiny ImageNet (tiny-imagenet-200.zip from http://cs231n.stanford.edu/), extracted'),
+    'tinyimagenet': ('tiny-imagenet-200', ['wnids.txt', 'train/', 'val/images/', 'val/val_annotations.txt'],
+                     'Tiny ImageNet-200 (tiny-imagenet-200.zip from http://cs231n.stanford.edu/tiny-imagenet-200.zip), '
+                     'extracted'),
 }
+
+
+def static_images(name: str, root, train: bool):
+    """The ``train`` or test split of ``'cifar10'``, ``'cifar100'`` or ``'tinyimagenet'``."""
+    root = Path(root)
+    folder = _check(name, root)
+    transform = _transform(name, train)
+    if name == 'tinyimagenet':
+        return TinyImageNet(folder, train, transform)
+    try:
+        return _TORCHVISION[name](str(root), train=train, transform=transform, download=False)
+    except RuntimeError as error:  # torchvision: "Dataset not found or corrupted"
+        cls = _TORCHVISION[name]
+        damaged = [f for f, md5 in cls.train_list + cls.test_list + [[cls.meta['filename'], cls.meta['md5']]]
+                   if not cifar.check_integrity(str(folder / f), md5)]
+        raise ValueError(f'{name}: {", ".join(damaged) or "some files"} in {folder} do(es) not match the published '
+                         f'MD5 checksum (an incomplete or damaged copy?): place {_REQUIRED[name][2]} there again. '
+                         'Nothing was changed.') from error
+
+
+class TinyImageNet(datasets.ImageFolder):
+    """Tiny ImageNet-200 in its distributed layout, read in place: training images
+    ``train/<wnid>/images/*.JPEG`` (classes numbered in sorted wnid order); the test split
+    is the validation set, ``val/images/*.JPEG`` labelled by ``val/val_annotations.txt``
+    (file, wnid, box), so nothing needs to be reorganized."""
+
+    def __init__(self, folder: Path, train: bool, transform=None):
+        super().__init__(str(folder / 'train'), transform=transform)
+        wnids = (folder / 'wnids.txt').read_text().split()
+        if sorted(wnids) != self.classes:
+            missing = sorted(set(wnids) - set(self.classes))
+            raise DatasetNotFoundError(f'tinyimagenet: {folder / "train"} should hold one folder per wnid of '
+                                       f'wnids.txt; missing {", ".join(missing[:5]) or "none"}'
+                                       f'{" ..." if len(missing) > 5 else ""}, unexpected '
+                                       f'{", ".join(sorted(set(self.classes) - set(wnids))[:5]) or "none"}. '
+                                       'Extract tiny-imagenet-200.zip there again.')
+        if not train:
+            rows = [line.split('\t') for line in (folder / 'val' / 'val_annotations.txt').read_text().splitlines()
+                    if line.strip()]
+            unknown = sorted({'\t'.join(row) for row in rows if len(row) < 2 or row[1] not in self.class_to_idx})
+            if unknown:
+                raise DatasetNotFoundError(f'tinyimagenet: lines of val/val_annotations.txt without a wnid of '
+                                           f'wnids.txt ({"; ".join(unknown[:3])}); extract tiny-imagenet-200.zip '
+                                           'there again.')
+            self.samples = [(str(folder / 'val' / 'images' / row[0]), self.class_to_idx[row[1]]) for row in rows]
+            self.imgs, self.targets = self.samples, [label for _, label in self.samples]
 
 
 def _check(name: str, root: Path) -> Path:
@@ -30,7 +83,7 @@ def _check(name: str, root: Path) -> Path:
     if missing:
         raise DatasetNotFoundError(f'{name} is not in {root}: place {what} so that {root / folder}/ holds '
                                    f'{", ".join(files)} (missing: {", ".join(missing)}). Nothing is downloaded '
-                                   'automatically.')
+                                   'automatically, and nothing was written.')
     return root / folder
 
 
@@ -42,27 +95,3 @@ def _transform(name: str, train: bool):
     if train:
         steps.append(Cutout(size // 2))
     return transforms.Compose(steps)
-
-
-class TinyImageNet(datasets.ImageFolder):
-    """Tiny ImageNet-200 in its distributed layout: ``train/<wnid>/images/*.JPEG``;
-    validation images in one folder labelled by ``val/val_annotations.txt`` (used as the test set)."""
-
-    def __init__(self, folder: Path, train: bool, transform):
-        super().__init__(str(folder / 'train'), transform=transform)
-        if not train:
-            lines = (folder / 'val' / 'val_annotations.txt').read_text().split('\n')
-            pairs = [line.split('\t')[:2] for line in lines if line.strip()]
-            self.samples = [(str(folder / 'val' / 'images' / f), self.class_to_idx[wnid]) for f, wnid in pairs]
-            self.imgs, self.targets = self.samples, [label for _, label in self.samples]
-
-
-def static_images(name: str, root, train: bool):
-    """The ``train`` or test split of ``'cifar10'``, ``'cifar100'`` or ``'tinyimagenet'``."""
-    root = Path(root)
-    folder = _check(name, root)
-    transform = _transform(name, train)
-    if name == 'tinyimagenet':
-        return TinyImageNet(folder, train, transform)
-    dataset = datasets.CIFAR10 if name == 'cifar10' else datasets.CIFAR100
-    return dataset(str(root), train=train, transform=transform, download=False)

@@ -27,7 +27,8 @@ class EventAugment:
 
 
 class Cutout:
-    """Zero one random ``length x length`` square (clipped at the border) of an image ``[C, H, W]``."""
+    """Zero one ``length x length`` square, centred on a random pixel and clipped at the border,
+    of an image ``[C, H, W]`` (all channels)."""
 
     def __init__(self, length: int):
         self.length = length
@@ -35,8 +36,8 @@ class Cutout:
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
         H, W = image.shape[-2:]
         cy, cx = int(torch.randint(H, ())), int(torch.randint(W, ()))
-        y0, y1 = max(0, cy - self.length // 2), min(H, cy + self.length // 2)
-        x0, x1 = max(0, cx - self.length // 2), min(W, cx + self.length // 2)
+        y0, x0 = cy - self.length // 2, cx - self.length // 2
+        y0, y1, x0, x1 = max(0, y0), min(H, y0 + self.length), max(0, x0), min(W, x0 + self.length)
         image = image.clone()
         image[..., y0:y1, x0:x1] = 0
         return image
