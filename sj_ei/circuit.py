@@ -114,19 +114,19 @@ class _StraightThrough(torch.autograd.Function):
         return grad, None, None
 
 
-def _both_paths(weight_ei, gain_i, r, n_e):
-    """``(I_EI, I_sh)``, each ``[N, n_E, *S]``: views of one product of ``r`` with
-    ``[W_EI; W_EI diag(g_I)]`` (``[2 n_E, n_I]``), so ``I_sh = (W_EI diag(g_I)) r``."""
-    both = pointwise(torch.cat([weight_ei, weight_ei * gain_i]), r)
-    return both[:, :n_e], both[:, n_e:]
+def _both_paths(weight_ei, gain_i, r):
+    """``(I_EI, I_sh)``, each ``[N, n_E, *S]``: ``W_EI r`` and ``(W_EI diag(g_I)) r``.
+    Two products, not one with ``[W_EI; W_EI diag(g_I)]``: on the CPU a fresh tensor over
+    32 MB (glibc's largest heap block) is mapped anew, page by page, at every call."""
+    return pointwise(weight_ei, r), pointwise(weight_ei * gain_i, r)
 
 
 def inhibition(y, n_e, weight_ei, gain_i, i_population, eps=None):
-    """Split ``y`` into ``I_EE`` and ``I_IE`` and compute both inhibition paths with one
-    point-wise product.  Returns ``(I_EE, I_EI, I_sh~)``, each ``[N, n_E, *S]``; ``I_sh~``
+    """Split ``y`` into ``I_EE`` and ``I_IE`` and compute both inhibition paths (``_both_paths``).
+    Returns ``(I_EE, I_EI, I_sh~)``, each ``[N, n_E, *S]``; ``I_sh~``
     is stabilized with a straight-through gradient (or shifted by a fixed ``eps``)."""
     i_ee, i_ie = y[:, :n_e], y[:, n_e:]
-    i_ei, i_sh = _both_paths(weight_ei, gain_i, i_population(i_ie), n_e)
+    i_ei, i_sh = _both_paths(weight_ei, gain_i, i_population(i_ie))
     if eps is not None:
         return i_ee, i_ei, i_sh + eps
     with torch.no_grad():
@@ -180,14 +180,14 @@ class _EICurrent(torch.autograd.Function):
                 ctx.save_for_backward(y, weight_ei)
                 return y32[:, :n_e] - pointwise(weight_ei, i_population(y32[:, n_e:]))
             i_ie = y[:, n_e:].contiguous()
-            i_ei, i_sh = _both_paths(weight_ei, gain_i, i_population(_at_least_float32(i_ie)), n_e)
+            i_ei, i_sh = _both_paths(weight_ei, gain_i, i_population(_at_least_float32(i_ie)))
             floor, ctx.nonnegative = None, True
             if eps is not None:
                 i_sh.add_(eps)
             elif (found := _zero_floor(i_sh)) is not None:
                 floor, ctx.nonnegative = found
                 _replace_zeros(i_sh, *found, out=i_sh)
-            d = torch.sub(y32[:, :n_e], i_ei)
+            d = torch.sub(y32[:, :n_e], i_ei, out=i_ei)
             out = _integrate_difference(d, i_sh, gain_e, bias)
             ctx.save_for_backward(d.to(y.dtype), i_ie, weight_ei, gain_i, gain_e, bias, floor)
             return out
