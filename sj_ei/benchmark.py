@@ -9,7 +9,9 @@ one step each, so that a load on the machine slows them alike.  Memory, measured
 variant alive at a time: the bytes of the tensors autograd saves for backward (exact and
 machine-independent; each storage counted once, parameters excluded and reported apart) and,
 on a GPU, the peak allocated memory of a step.  Ratios ("x BN") are against the batch-norm
-network of the same shape and backend measured in the same run.
+network of the same shape and backend measured in the same run.  ``-floor`` adds ``bnwide``,
+the batch-norm network doing the convolutions of the E-I network (``n_E + n_I`` channels):
+what E-I's arithmetic costs before any of its inhibition.
 """
 import argparse
 import gc
@@ -63,16 +65,43 @@ def block(norm: str, channels: int) -> nn.Module:
                          layer.Linear(2 * channels, 10, step_mode='m'))
 
 
+class _WideConv(nn.Module):
+    """``conv`` widened by ``1 / ei_ratio`` output channels, of which only the first
+    ``conv.out_channels`` are kept: the convolution arithmetic of an E-I layer's projection
+    (``n_E + n_I`` channels) in a batch-norm network, the ``bnwide`` cost floor."""
+
+    def __init__(self, conv: layer.Conv2d, ei_ratio: int = 4):
+        super().__init__()
+        self.keep = conv.out_channels
+        self.conv = layer.Conv2d(conv.in_channels, conv.out_channels + conv.out_channels // ei_ratio,
+                                 conv.kernel_size, conv.stride, conv.padding, bias=False, step_mode=conv.step_mode)
+
+    def forward(self, x):
+        return self.conv(x).narrow(-3, 0, self.keep)
+
+
+def widen(model: nn.Module) -> nn.Module:
+    """``model`` with every spiking ``Conv2d`` replaced by its ``_WideConv``."""
+    for parent in list(model.modules()):
+        for name, child in parent.named_children():
+            if isinstance(child, layer.Conv2d):
+                setattr(parent, name, _WideConv(child))
+    return model
+
+
 class _Run:
     """One variant (model, norm, backend) ready to train on a fixed batch."""
 
     def __init__(self, name, norm, backend, shape, batch, T, size, device, channels, seed=0):
         torch.manual_seed(seed)
+        base = 'bn' if norm == 'bnwide' else norm
         if name == 'block':
-            self.model, in_channels = block(norm, channels), channels
+            self.model, in_channels = block(base, channels), channels
         else:
-            self.model = sj_ei.models.build(name, shape['num_classes'], shape['in_channels'], norm=norm)
+            self.model = sj_ei.models.build(name, shape['num_classes'], shape['in_channels'], norm=base)
             in_channels = shape['in_channels']
+        if norm == 'bnwide':
+            widen(self.model)
         self.model.to(device)
         self.device = device
         self.x = (torch.rand(T, batch, in_channels, size, size, device=device) < 0.2).float()
@@ -120,9 +149,10 @@ class _Run:
             torch.cuda.synchronize(self.device)
 
 
-def variants(device: torch.device):
-    """The (norm, backend) pairs to compare, and why CuPy rows are absent (None if present)."""
-    pairs = [('bn', 'torch'), ('ei', 'torch')]
+def variants(device: torch.device, floor: bool = False):
+    """The (norm, backend) pairs to compare, and why CuPy rows are absent (None if present);
+    ``floor`` adds the ``bnwide`` network (see ``_WideConv``)."""
+    pairs = [('bn', 'torch'), ('ei', 'torch')] + ([('bnwide', 'torch')] if floor else [])
     if device.type != 'cuda':
         return pairs, f'no CuPy rows: the CuPy backend runs on a CUDA device, this run is on {device}'
     from . import cupy_backend
@@ -169,11 +199,11 @@ def measure(name, pairs, shape, batch, T, size, device, warmup, repeats, channel
     return rows
 
 
-def run(models, shape_name, batch, T, size, device, warmup, repeats, channels):
+def run(models, shape_name, batch, T, size, device, warmup, repeats, channels, floor=False):
     """The whole benchmark as a JSON-ready dict (``rows``: one per model, norm and backend)."""
     shape = SHAPES[shape_name]
     T, size = T or shape['T'], size or shape['size']
-    pairs, skipped = variants(device)
+    pairs, skipped = variants(device, floor)
     rows = [row for name in models
             for row in measure(name, pairs, shape, batch, T, size, device, warmup, repeats, channels)]
     machine = torch.cuda.get_device_name(device) if device.type == 'cuda' else _cpu_name()
@@ -197,11 +227,11 @@ def table(result: dict) -> str:
     head = (f"shape {result['shape']} ({result['in_channels']}x{result['size']}x{result['size']}), "
             f"batch {result['batch']}, T {result['T']}, device {result['device']} ({result['machine']}), "
             f"{result['threads']} threads, median of {result['repeats']} steps; x BN: against bn of the same backend")
-    lines = [head, f"{'model':<10}{'norm':<6}{'backend':<9}{'step ms (q1-q3)':>24}{'x BN':>7}"
+    lines = [head, f"{'model':<10}{'norm':<8}{'backend':<9}{'step ms (q1-q3)':>24}{'x BN':>7}"
                    f"{'saved MB':>11}{'x BN':>7}" + (f"{'peak MB':>10}{'x BN':>7}" if gpu else '')]
     for r in result['rows']:
         spread_ms = f"{1e3 * r['median_s']:.1f} ({1e3 * r['q1_s']:.1f}-{1e3 * r['q3_s']:.1f})"
-        line = (f"{r['model']:<10}{r['norm']:<6}{r['backend']:<9}{spread_ms:>24}{r['time_ratio']:>7.2f}"
+        line = (f"{r['model']:<10}{r['norm']:<8}{r['backend']:<9}{spread_ms:>24}{r['time_ratio']:>7.2f}"
                 f"{r['saved_bytes'] / 2**20:>11.1f}{r['saved_ratio']:>7.2f}")
         if gpu:
             line += f"{r['peak_bytes'] / 2**20:>10.1f}{r['peak_ratio']:>7.2f}"
@@ -225,6 +255,9 @@ def main(argv=None):
     parser.add_argument('-warmup', type=int, default=2, help='untimed steps per variant (default 2)')
     parser.add_argument('-repeats', type=int, default=5, help='timed steps per variant (default 5)')
     parser.add_argument('-channels', type=int, default=64, help='input channels of the single block (default 64)')
+    parser.add_argument('-floor', action='store_true',
+                        help='also time "bnwide": the batch-norm network with the convolutions of the E-I '
+                             'network (n_E + n_I output channels, n_I dropped), the floor of its arithmetic')
     parser.add_argument('-o', default=None, metavar='JSON', help='also write the results here')
     args = parser.parse_args(argv)
     models = args.models.split(',')
@@ -248,7 +281,8 @@ def main(argv=None):
         parser.error('-device cuda: no CUDA device is available here; use -device cpu')
     if args.threads:
         torch.set_num_threads(args.threads)
-    result = run(models, args.shape, args.b, args.T, args.size, device, args.warmup, args.repeats, args.channels)
+    result = run(models, args.shape, args.b, args.T, args.size, device, args.warmup, args.repeats, args.channels,
+                 args.floor)
     result['command'] = 'python -m sj_ei.benchmark ' + ' '.join(sys.argv[1:] if argv is None else argv)
     print(table(result))
     if args.o:

@@ -29,7 +29,22 @@ def test_benchmark_runs_and_its_output_is_well_formed(tmp_path, capsys):
     # block keeps its input and the conv output; both LIF nodes and poolings keep the same
     assert ei['saved_bytes'] > bn['saved_bytes']
     table = capsys.readouterr().out
-    assert 'block     ei    torch' in table and 'saved MB' in table and result['cupy_skipped'] in table
+    assert 'block     ei      torch' in table and 'saved MB' in table and result['cupy_skipped'] in table
+
+
+def test_floor_network_computes_the_e_i_convolutions_and_keeps_the_bn_shape(tmp_path):
+    torch.manual_seed(0)
+    conv = benchmark.layer.Conv2d(4, 8, 3, padding=1, bias=False, step_mode='m')
+    wide = benchmark.widen(torch.nn.Sequential(conv))[0]
+    x = torch.rand(2, 3, 4, 6, 6)
+    assert wide.conv.out_channels == 10 and wide.conv.kernel_size == (3, 3)
+    expected = torch.nn.functional.conv2d(x.flatten(0, 1), wide.conv.weight[:8], padding=1).unflatten(0, (2, 3))
+    assert torch.allclose(wide(x), expected, atol=1e-6)
+    out = tmp_path / 'floor.json'
+    benchmark.main(['-models', 'block', '-b', '2', '-T', '2', '-size', '8', '-channels', '4', '-warmup', '0',
+                    '-repeats', '1', '-device', 'cpu', '-floor', '-o', str(out)])
+    rows = {r['norm']: r for r in json.loads(out.read_text())['rows']}
+    assert set(rows) == {'bn', 'ei', 'bnwide'} and rows['bnwide']['param_bytes'] > rows['bn']['param_bytes']
 
 
 def test_saved_bytes_counts_each_activation_once_and_no_parameters():
