@@ -3,13 +3,21 @@
 - I population: stateless (no membrane, nothing carried across time steps);
   its output ``r_I`` is the rate form ``ReLU(I_IE)`` (the paper's default) or
   the spike-count form ``floor(I_IE / theta) * theta``.
-- E population: spikingjelly's own ``LIFNode`` with the paper's settings, so
-  everything spikingjelly offers for it (the CuPy backend, monitors,
-  ``reset_net``) keeps working.
+- E population: a spikingjelly ``LIFNode`` with the paper's settings (SPEC section 2).
+  ``EPopulation`` (made by ``e_population()``) is spikingjelly's own, for the composable
+  path (the layer returns ``I_int``); ``EILIFNode`` is sj_ei's fused E population: it takes
+  the layer's ``EICurrents`` and integrates them with the LIF dynamics over all T steps
+  (``sj_ei.lif`` on backend 'torch', ``sj_ei.cupy_backend`` on 'cupy'), or a plain ``I_int``.
 """
+from typing import Optional, Union
+
 import torch
 from torch import nn
 from spikingjelly.activation_based import neuron, surrogate
+
+from . import cupy_backend
+from .currents import EICurrents
+from .lif import LIFConfig, lif
 
 
 class _SpikeCount(torch.autograd.Function):
@@ -48,12 +56,97 @@ class IPopulation(nn.Module):
         return f'mode={self.mode}' + (f', theta={self.theta}' if self.mode == 'count' else '')
 
 
-def e_population(**overrides) -> neuron.LIFNode:
-    """The E population after every hidden E-I layer: spikingjelly's ``LIFNode`` with
-    ``tau=2``, ``decay_input=False``, ``v_threshold=1``, soft reset, ``detach_reset=True``
-    and the sigmoid surrogate (SPEC section 2).  Any argument can be overridden,
-    e.g. ``e_population(step_mode='m', backend='cupy')``."""
-    settings = dict(tau=2.0, decay_input=False, v_threshold=1.0, v_reset=None,
-                    surrogate_function=surrogate.Sigmoid(), detach_reset=True)
-    settings.update(overrides)
-    return neuron.LIFNode(**settings)
+class EPopulation(neuron.LIFNode):
+    """spikingjelly's ``LIFNode`` with the paper's defaults: ``tau=2``, ``decay_input=False``,
+    ``v_threshold=1``, soft reset (``v_reset=None``), ``detach_reset=True``, sigmoid surrogate
+    (a fresh ``surrogate.Sigmoid()`` when ``surrogate_function`` is None).  Input ``[N, ...]``
+    (``'s'``) or ``[T, N, ...]`` (``'m'``), output spikes of the same shape.  On backend 'cupy'
+    an input that CuPy cannot process is one clear error naming what to do, not a CUDA
+    driver error from inside spikingjelly."""
+
+    def __init__(self, tau: float = 2.0, decay_input: bool = False, v_threshold: float = 1.0,
+                 v_reset: Optional[float] = None, surrogate_function: Optional[nn.Module] = None,
+                 detach_reset: bool = True, step_mode: str = 's', backend: str = 'torch', store_v_seq: bool = False):
+        super().__init__(tau, decay_input, v_threshold, v_reset,
+                         surrogate.Sigmoid() if surrogate_function is None else surrogate_function,
+                         detach_reset, step_mode, backend, store_v_seq)
+
+    def multi_step_forward(self, x_seq: torch.Tensor) -> torch.Tensor:
+        if self.backend == 'cupy' and self.training:  # spikingjelly runs its CuPy kernel in training only
+            cupy_backend.require_cupy(x_seq)
+        return super().multi_step_forward(x_seq)
+
+
+def e_population(**overrides) -> EPopulation:
+    """The E population of the composable path: ``EPopulation`` (spikingjelly's ``LIFNode``
+    with the paper's settings); any argument can be overridden, e.g.
+    ``e_population(step_mode='m', backend='cupy')``."""
+    return EPopulation(**overrides)
+
+
+_SURROGATES = {surrogate.Sigmoid: 'sigmoid', surrogate.ATan: 'atan'}
+
+
+class EILIFNode(EPopulation):
+    """sj_ei's fused E population: a spikingjelly ``LIFNode`` (the paper's defaults, see
+    ``EPopulation``) that takes either
+
+    - ``EICurrents`` (an E-I layer with ``output='currents'``, see ``sj_ei.EIBlock``):
+      currents ``[T, N, n_E, *S]`` (``'m'``) or ``[N, n_E, *S]`` (``'s'``); it integrates
+      ``I_int = g_E (I_EE - I_EI) / I_sh~ + b_E`` inside the LIF loop, in float32, so ``I_int``
+      never reaches memory; or
+    - a plain ``I_int`` tensor (then it is a fast LIF for any layer).
+
+    Output: spikes shaped like the currents, float32 (float64 for float64 input).  Backends:
+    'torch' (``sj_ei.lif``: one autograd function over all T steps) and, in multi-step mode,
+    'cupy' (one CUDA kernel over all T steps).  The state ``v`` ``[N, ...]``, ``store_v_seq``
+    (``v_seq [T, N, ...]``), ``reset()``, hooks and spikingjelly monitors work as for ``LIFNode``.
+    Surrogates: spikingjelly's ``Sigmoid`` and ``ATan``.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lif_config()  # an unsupported surrogate is an error at once
+
+    def lif_config(self) -> LIFConfig:
+        """The node's settings as a ``LIFConfig``; one clear error for a surrogate it cannot fuse."""
+        fn = self.surrogate_function
+        kind = _SURROGATES.get(type(fn))
+        if kind is None or not fn.spiking:
+            raise ValueError(f'EILIFNode fuses the surrogate gradients surrogate.Sigmoid and surrogate.ATan '
+                             f'(spiking=True), got {fn!r}; use one of them, or put another spikingjelly neuron '
+                             "after the E-I layer (sj_ei.EIBlock then uses the layer's I_int)")
+        return LIFConfig(float(self.tau), float(self.v_threshold), bool(self.detach_reset), float(fn.alpha),
+                         bool(self.decay_input), None if self.v_reset is None else float(self.v_reset), kind)
+
+    def single_step_forward(self, x: Union[EICurrents, torch.Tensor]) -> torch.Tensor:
+        if isinstance(x, EICurrents):
+            x = EICurrents(*(t.unsqueeze(0) for t in x[:3]), x.gain_e, x.bias)
+        else:
+            x = x.unsqueeze(0)
+        spikes, self.v, _ = lif(x, self.v, self.lif_config())
+        return spikes[0]
+
+    def multi_step_forward(self, x_seq: Union[EICurrents, torch.Tensor]) -> torch.Tensor:
+        config = self.lif_config()
+        if self.backend == 'cupy':
+            return self._cupy_forward(x_seq, config)
+        spikes, self.v, v_seq = lif(x_seq, self.v, config, self.store_v_seq)
+        if self.store_v_seq:
+            self.v_seq = v_seq
+        return spikes
+
+    def _cupy_forward(self, x_seq: Union[EICurrents, torch.Tensor], config: LIFConfig) -> torch.Tensor:
+        """Backend 'cupy': ``sj_ei.cupy_backend.fused_ei_lif`` for ``EICurrents``, spikingjelly's
+        CuPy LIF kernel for a plain ``I_int``."""
+        if not isinstance(x_seq, EICurrents):
+            return super().multi_step_forward(x_seq)
+        cupy_backend.require_cupy(x_seq.i_ee)
+        if config.surrogate != 'sigmoid' or self.store_v_seq:
+            raise ValueError("EILIFNode backend 'cupy' fuses E-I currents with the surrogate.Sigmoid surrogate "
+                             f"and without store_v_seq, got {self.surrogate_function!r} and store_v_seq="
+                             f"{self.store_v_seq}; use backend='torch' (functional.set_backend(net, 'torch'))")
+        spikes, self.v = cupy_backend.fused_ei_lif(
+            *x_seq, self.v, tau=config.tau, v_threshold=config.v_threshold, detach_reset=config.detach_reset,
+            surrogate_alpha=config.surrogate_alpha, decay_input=config.decay_input, v_reset=config.v_reset)
+        return spikes.float() if spikes.dtype in (torch.float16, torch.bfloat16) else spikes

@@ -1,0 +1,222 @@
+"""sj_ei's torch LIF backend: the LIF dynamics over all T steps as one autograd function.
+
+Forward, per step (spikingjelly ``LIFNode``, operation by operation, so spikes are equal)::
+
+    I_int[t] = b_E + (I_EE[t] - I_EI[t]) g_E / I_sh~[t]     (EICurrents input only; sj_ei.currents.integrate)
+    H[t] = charge(V[t-1], I_int[t]);  S[t] = Heaviside(H[t] - v_th);  V[t] = reset(H[t], S[t])
+
+It keeps ``H`` (and ``(I_EE - I_EI) / I_sh~`` for EICurrents input) for the backward, which
+runs the surrogate gradient back through time in one loop and writes each gradient once:
+no ``[T, ...]`` gradient is zero-filled per step, as indexing ``x_seq[t]`` under autograd does.
+Arithmetic is in float32 (float64 for float64 input), also for 16-bit currents under autocast.
+"""
+import math
+from typing import NamedTuple, Optional, Union
+
+import torch
+
+from .currents import EICurrents, channel_view
+
+SURROGATES = ('sigmoid', 'atan')
+
+
+class LIFConfig(NamedTuple):
+    """The spikingjelly ``LIFNode`` arguments of one E population; ``surrogate``: 'sigmoid' or 'atan'
+    (spikingjelly's ``surrogate.Sigmoid`` / ``surrogate.ATan``) with parameter ``surrogate_alpha``."""
+    tau: float
+    v_threshold: float
+    detach_reset: bool
+    surrogate_alpha: float
+    decay_input: bool = False
+    v_reset: Optional[float] = None
+    surrogate: str = 'sigmoid'
+
+
+def _charge(v: torch.Tensor, x: torch.Tensor, config: LIFConfig, out: torch.Tensor) -> torch.Tensor:
+    """``H = charge(V, I)`` into ``out``, in spikingjelly's order of operations."""
+    tau, v_reset = config.tau, config.v_reset
+    if config.decay_input:
+        leaked = v if v_reset is None or v_reset == 0.0 else torch.sub(v, v_reset)
+        return torch.sub(x, leaked, out=out).div_(tau).add_(v)           # v + (x - (v - v_reset)) / tau
+    if v_reset is None or v_reset == 0.0:
+        return torch.mul(v, 1.0 - 1.0 / tau, out=out).add_(x)            # v * (1 - 1/tau) + x
+    return torch.sub(v, v_reset, out=out).div_(tau).neg_().add_(v).add_(x)  # v - (v - v_reset) / tau + x
+
+
+def _fire_and_reset(h: torch.Tensor, config: LIFConfig, spike: torch.Tensor, v: torch.Tensor) -> None:
+    """``S = Heaviside(H - v_th)`` into ``spike``, ``V = reset(H, S)`` into ``v``."""
+    fired = torch.ge(h, config.v_threshold)  # H - v_th >= 0 exactly when H >= v_th (IEEE subtraction)
+    spike.copy_(fired)
+    if config.v_reset is None:
+        torch.sub(h, spike, alpha=config.v_threshold, out=v)            # h - s * v_th (s * v_th is exact)
+    else:
+        v.copy_(h).masked_fill_(fired, config.v_reset)                   # (1 - s) h + s v_reset
+
+
+def _run(inputs, v_init: torch.Tensor, config: LIFConfig, T: int, keep_h: bool, v_seq: Optional[torch.Tensor]):
+    """The forward loop.  ``inputs(t)``: ``I_int[t]``; returns ``(spikes [T, ...], v_last, h_seq or None)``."""
+    spikes = v_init.new_empty((T, *v_init.shape))
+    h_seq = v_init.new_empty((T, *v_init.shape)) if keep_h else None
+    h_buffer = None if keep_h else torch.empty_like(v_init)
+    v, v_next = v_init, torch.empty_like(v_init)
+    for t in range(T):
+        h = _charge(v, inputs(t), config, h_seq[t] if keep_h else h_buffer)
+        if v_seq is not None:
+            v_next = v_seq[t]
+        _fire_and_reset(h, config, spikes[t], v_next)
+        v = v_next
+    v_last = v.clone() if v_seq is not None else v
+    return spikes, v_last, h_seq
+
+
+def _surrogate_derivative(h_seq: torch.Tensor, config: LIFConfig) -> torch.Tensor:
+    """``dS/dH`` of spikingjelly's surrogate at every step: a new ``[T, ...]`` tensor."""
+    over, alpha = torch.sub(h_seq, config.v_threshold), config.surrogate_alpha
+    if config.surrogate == 'sigmoid':                                    # alpha sig(alpha x) (1 - sig(alpha x))
+        sig = over.mul_(alpha).sigmoid_()
+        return torch.rsub(sig, 1.0).mul_(sig).mul_(alpha)
+    return over.mul_(math.pi / 2 * alpha).pow_(2).add_(1.0).reciprocal_().mul_(alpha / 2)  # alpha/2 / (1 + (pi/2 alpha x)^2)
+
+
+def _backward_through_time(h_seq, grad_spikes, grad_v_last, grad_v_seq, config: LIFConfig):
+    """``(dL/dI_int [T, ...], dL/dV[-1] [...])`` from the gradients of the spikes, of ``V[T-1]``
+    and of the stored ``V`` sequence (each may be None)."""
+    T = h_seq.shape[0]
+    grad = _surrogate_derivative(h_seq, config)                         # becomes dL/dH, step by step
+    fast = config.v_reset is None and config.detach_reset               # the paper's: dV[t]/dH[t] = 1
+    if fast:
+        if grad_spikes is None:
+            grad.zero_()
+        else:
+            grad.mul_(grad_spikes)
+    grad_v = grad_v_last if grad_v_last is not None else torch.zeros_like(h_seq[0])
+    leak = 1.0 - 1.0 / config.tau                                        # dH[t]/dV[t-1]
+    for t in range(T - 1, -1, -1):
+        if grad_v_seq is not None:
+            grad_v = grad_v + grad_v_seq[t]
+        grad_h = grad[t]
+        if fast:
+            grad_h.add_(grad_v)
+        else:
+            sg = grad_h.clone()
+            if config.v_reset is None:                                   # dV/dH = 1 - v_th sg
+                grad_h.mul_(-config.v_threshold).mul_(grad_v).add_(grad_v)
+            else:                                                        # dV/dH = (1 - S) [+ (v_reset - H) sg]
+                keep = h_seq[t] < config.v_threshold
+                reset = torch.where(keep, grad_v, 0.0)
+                if not config.detach_reset:
+                    reset.addcmul_(torch.rsub(h_seq[t], config.v_reset).mul_(sg), grad_v)
+                grad_h.copy_(reset)
+            if grad_spikes is not None:
+                grad_h.addcmul_(grad_spikes[t], sg)
+        grad_v = grad_h * leak
+    if config.decay_input:
+        grad.div_(config.tau)
+    return grad, grad_v
+
+
+def _compute_dtype(*tensors) -> torch.dtype:
+    dtype = torch.float32
+    for t in tensors:
+        dtype = torch.promote_types(dtype, t.dtype)
+    return dtype
+
+
+class _LIF(torch.autograd.Function):
+    """``(x_seq [T, ...], v_init [...]) -> (spikes [T, ...], v_last [...], v_seq [T, ...] or nothing)``."""
+
+    @staticmethod
+    def forward(ctx, x_seq, v_init, config, store_v_seq):
+        ctx.set_materialize_grads(False)
+        dtype = v_init.dtype
+        v_seq = v_init.new_empty(x_seq.shape) if store_v_seq else None
+        spikes, v_last, h_seq = _run(lambda t: x_seq[t].to(dtype), v_init, config, x_seq.shape[0], True, v_seq)
+        ctx.save_for_backward(h_seq)
+        ctx.config, ctx.x_dtype = config, x_seq.dtype
+        return (spikes, v_last, v_seq) if store_v_seq else (spikes, v_last)
+
+    @staticmethod
+    def backward(ctx, grad_spikes, grad_v_last, grad_v_seq=None):
+        h_seq, = ctx.saved_tensors
+        grad_x, grad_v = _backward_through_time(h_seq, grad_spikes, grad_v_last, grad_v_seq, ctx.config)
+        return grad_x.to(ctx.x_dtype), grad_v if ctx.needs_input_grad[1] else None, None, None
+
+
+def _integrator(i_ee, i_ei, i_sh, gain_e, bias, like: torch.Tensor, n_seq: Optional[torch.Tensor]):
+    """``t -> I_int[t]`` (``sj_ei.currents.integrate`` of step ``t``, in the dtype of ``like [N, C, *S]``,
+    into one reused buffer), writing ``(I_EE - I_EI) / I_sh~`` of step ``t`` into ``n_seq[t]`` if given."""
+    dtype = like.dtype
+    gain, bias_c = (channel_view(p.to(dtype), like, 1) for p in (gain_e, bias))
+    d, x = torch.empty_like(like), torch.empty_like(like)
+
+    def inputs(t):
+        sh = i_sh[t].to(dtype)
+        torch.sub(i_ee[t].to(dtype), i_ei[t].to(dtype), out=d)
+        if n_seq is not None:
+            torch.div(d, sh, out=n_seq[t])
+        return torch.addcdiv(bias_c, d.mul_(gain), sh, out=x)
+    return inputs
+
+
+class _EILIF(torch.autograd.Function):
+    """``(i_ee, i_ei, i_sh [T, N, C, *S], gain_e, bias [C], v_init [N, C, *S]) -> (spikes, v_last[, v_seq])``."""
+
+    @staticmethod
+    def forward(ctx, i_ee, i_ei, i_sh, gain_e, bias, v_init, config, store_v_seq):
+        ctx.set_materialize_grads(False)
+        T = i_ee.shape[0]
+        n_seq = v_init.new_empty((T, *v_init.shape))
+        v_seq = v_init.new_empty((T, *v_init.shape)) if store_v_seq else None
+        inputs = _integrator(i_ee, i_ei, i_sh, gain_e, bias, v_init, n_seq)
+        spikes, v_last, h_seq = _run(inputs, v_init, config, T, True, v_seq)
+        ctx.save_for_backward(h_seq, n_seq, i_sh, gain_e)
+        ctx.config, ctx.dtypes = config, (i_ee.dtype, i_ei.dtype, gain_e.dtype, bias.dtype)
+        return (spikes, v_last, v_seq) if store_v_seq else (spikes, v_last)
+
+    @staticmethod
+    def backward(ctx, grad_spikes, grad_v_last, grad_v_seq=None):
+        h_seq, n_seq, i_sh, gain_e = ctx.saved_tensors
+        ee_dtype, ei_dtype, gain_dtype, bias_dtype = ctx.dtypes
+        grad_x, grad_v = _backward_through_time(h_seq, grad_spikes, grad_v_last, grad_v_seq, ctx.config)
+        per_channel = (0, 1, *range(3, grad_x.dim()))
+        grad_bias = grad_x.sum(per_channel).to(bias_dtype)
+        grad_ee = torch.mul(grad_x, channel_view(gain_e.to(grad_x.dtype), grad_x, 2)).div_(i_sh)
+        grad_ei = torch.neg(grad_ee)
+        grad_sh = torch.mul(grad_ei, n_seq)
+        grad_gain = grad_x.mul_(n_seq).sum(per_channel).to(gain_dtype)
+        return (grad_ee.to(ee_dtype), grad_ei.to(ei_dtype), grad_sh.to(i_sh.dtype), grad_gain, grad_bias,
+                grad_v if ctx.needs_input_grad[5] else None, None, None)
+
+
+def lif(x: Union[torch.Tensor, EICurrents], v_init: Union[float, torch.Tensor], config: LIFConfig,
+        store_v_seq: bool = False):
+    """LIF neurons over all T steps: ``(spikes [T, ...], v_last [...], v_seq [T, ...] or None)``.
+
+    ``x``: ``I_int [T, N, ...]``, or ``EICurrents`` with currents ``[T, N, C, *S]`` and ``gain_e``,
+    ``bias [C]`` (integrated on the fly).  ``v_init``: a float (every neuron at rest) or ``[N, ...]``.
+    Differentiable in every tensor (spikes through the surrogate).  Spikes and potentials are
+    float32 (float64 for float64 input).
+    """
+    currents = isinstance(x, EICurrents)
+    head = x.i_ee if currents else x
+    dtype = _compute_dtype(*(x[:3] if currents else (x,)))
+    step = head.shape[1:]
+    if isinstance(v_init, torch.Tensor):
+        if v_init.shape != step:
+            raise ValueError(f'the membrane potential v of shape {tuple(v_init.shape)} does not fit the neurons '
+                             f'{list(step)}; call functional.reset_net(net) between batches of different shapes')
+        v_init = v_init.to(dtype)
+    else:
+        v_init = torch.full(step, float(v_init), dtype=dtype, device=head.device)
+    T = head.shape[0]
+    tensors = (*x, v_init) if currents else (x, v_init)
+    if not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors)):  # evaluation: keep nothing
+        v_seq = v_init.new_empty((T, *step)) if store_v_seq else None
+        inputs = (_integrator(*x, v_init, None) if currents else (lambda t: x[t].to(dtype)))
+        spikes, v_last, _ = _run(inputs, v_init, config, T, False, v_seq)
+        return spikes, v_last, v_seq
+    if currents:
+        out = _EILIF.apply(*x, v_init, config, store_v_seq)
+    else:
+        out = _LIF.apply(x, v_init, config, store_v_seq)
+    return out if store_v_seq else (*out, None)
