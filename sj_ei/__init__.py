@@ -2,13 +2,13 @@
 layers (DeepEISNN, ICLR 2026) for spikingjelly."""
 from . import _compat  # noqa: F401  (first: adapts spikingjelly to numpy 2)
 from .layers import EIConv2d, EILinear, EIInitError
-from .neurons import IPopulation, e_population
+from .neurons import IPopulation, e_population, EILIFNode
 from .block import EIBlock
 from .init import ei_init, ei_layers
 from .constraint import constrain, clamp_
 from . import models
 from . import convert
 
-__all__ = ['EIConv2d', 'EILinear', 'EIInitError', 'IPopulation', 'e_population', 'EIBlock',
+__all__ = ['EIConv2d', 'EILinear', 'EIInitError', 'IPopulation', 'e_population', 'EILIFNode', 'EIBlock',
            'ei_init', 'ei_layers', 'constrain', 'clamp_', 'models', 'convert']
 __version__ = '0.1.0'

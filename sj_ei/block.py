@@ -1,50 +1,38 @@
-"""One E-I block: an E-I layer followed by its E population (a spikingjelly LIF node).
+"""One E-I block: an E-I layer followed by its E population, ``neuron(layer(x))``.
 
-With ``backend='torch'`` the block is simply ``neuron(layer(x))``.  With
-``backend='cupy'`` (``functional.set_backend(net, 'cupy')``) and multi-step mode
-the integration ``I_int = g_E (I_EE - I_EI) / I_sh~ + b_E`` and the LIF dynamics
-run fused in one CuPy kernel over all T steps (``sj_ei.cupy_backend``); the
-projections and the point-wise ``W_EI`` stay with torch.
+With an ``sj_ei.EILIFNode`` the layer hands over its currents (``layer.output = 'currents'``,
+an ``sj_ei.EICurrents``) and the neuron integrates them inside its LIF loop (fused path);
+with any other spikingjelly neuron the layer returns ``I_int`` (``layer.output = 'current'``,
+composable path).  Both modules' forwards run, so hooks, monitors, ``store_v_seq``,
+``reset_net`` and ``set_backend`` reach them as in any spikingjelly network.
 """
 import torch
-from spikingjelly.activation_based import base, neuron as sj_neuron, surrogate
+from torch import nn
+from spikingjelly.activation_based import base
 
-from .layers import _EILayer
+from .neurons import EILIFNode
 
 
-class EIBlock(base.MemoryModule):
-    """``[.., C_in, ..] -> spikes [.., n_E, ..]``: ``layer`` (a hidden E-I layer), then
-    ``neuron`` (a ``LIFNode``, e.g. ``sj_ei.e_population()``), whose state is the block's.
-    The neuron takes the layer's step mode."""
+class EIBlock(nn.Module, base.StepModule):
+    """``[.., C_in, ..] -> spikes [.., n_E, ..]``: ``layer`` (a hidden E-I layer), then ``neuron``
+    (``sj_ei.EILIFNode``, or any spikingjelly neuron taking ``I_int``).  The neuron takes the
+    layer's step mode; ``step_mode`` reads the layer's and sets both."""
 
-    def __init__(self, layer: _EILayer, neuron: sj_neuron.LIFNode):
+    def __init__(self, layer: nn.Module, neuron: base.MemoryModule):
         super().__init__()
         if layer.readout:
             raise ValueError('EIBlock takes a hidden E-I layer; a readout layer (readout=True) has no E population')
+        layer.output = 'currents' if isinstance(neuron, EILIFNode) else 'current'
         neuron.step_mode = layer.step_mode
         self.layer, self.neuron = layer, neuron
-        self.step_mode = layer.step_mode
 
     @property
-    def supported_backends(self):
-        return ('torch', 'cupy')
+    def step_mode(self) -> str:
+        return self.layer.step_mode
 
-    def single_step_forward(self, x: torch.Tensor) -> torch.Tensor:
+    @step_mode.setter
+    def step_mode(self, value: str):
+        self.layer.step_mode = self.neuron.step_mode = value
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.neuron(self.layer(x))
-
-    def multi_step_forward(self, x_seq: torch.Tensor) -> torch.Tensor:
-        if self.backend != 'cupy':
-            return self.neuron(self.layer(x_seq))
-        from . import cupy_backend
-        cupy_backend.require_cupy(x_seq)
-        lif = self.neuron
-        if not isinstance(lif, sj_neuron.LIFNode) or not isinstance(lif.surrogate_function, surrogate.Sigmoid):
-            raise TypeError(f"EIBlock backend 'cupy' fuses a LIFNode with the sigmoid surrogate, got "
-                            f"{type(lif).__name__} with {type(lif.surrogate_function).__name__}; use backend='torch'")
-        i_ee, i_ei, i_sh = self.layer.currents(x_seq)
-        spikes, v_last = cupy_backend.fused_ei_lif(
-            i_ee, i_ei, i_sh, self.layer.gain_e, self.layer.bias, lif.v,
-            tau=lif.tau, v_threshold=lif.v_threshold, detach_reset=lif.detach_reset,
-            surrogate_alpha=lif.surrogate_function.alpha, decay_input=lif.decay_input, v_reset=lif.v_reset)
-        lif.v = v_last
-        return spikes

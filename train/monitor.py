@@ -3,19 +3,13 @@ import torch
 from spikingjelly.activation_based import functional, neuron
 
 import sj_ei
+from sj_ei.currents import EICurrents, integrate
 
 
 def e_populations(model: torch.nn.Module) -> dict:
-    """``{name: module}`` whose output is the spikes of one E population: every ``EIBlock``
-    (its LIF node may run fused inside it) and every LIF node outside an ``EIBlock``."""
-    found, blocks = {}, []
-    for name, m in model.named_modules():
-        inside_block = any(name.startswith(prefix) for prefix in blocks)
-        if isinstance(m, sj_ei.EIBlock) or (isinstance(m, neuron.LIFNode) and not inside_block):
-            found[name] = m
-        if isinstance(m, sj_ei.EIBlock):
-            blocks.append(f'{name}.' if name else '')
-    return found
+    """``{name: module}`` of every spiking neuron (spikingjelly ``BaseNode``): the E populations,
+    whose forward output is their spikes on every backend (the fused ``EILIFNode`` too)."""
+    return {name: m for name, m in model.named_modules() if isinstance(m, neuron.BaseNode)}
 
 
 class FiringRates:
@@ -44,28 +38,28 @@ class FiringRates:
 
 
 @torch.no_grad()
-def log_histograms(writer, model: torch.nn.Module, x: torch.Tensor, backend: str, step: int) -> None:
+def log_histograms(writer, model: torch.nn.Module, x: torch.Tensor, step: int) -> None:
     """TensorBoard histograms of every E-I layer's parameters, and of its output current
-    (``I_int``; ``I_EE - I_EI`` for the readout) on the model input ``x``, in eval mode.
-
-    The pass runs on the torch backend, where every layer computes its current (the CuPy
-    backend fuses ``I_int`` away), then ``backend`` is restored.
-    """
+    (``I_int``; ``I_EE - I_EI`` for the readout) on the model input ``x``, in eval mode, on the
+    model's own backends.  A layer that hands ``EICurrents`` to a fused E population
+    (``output='currents'``) is recorded as the ``I_int`` its neuron integrates."""
     layers = sj_ei.ei_layers(model)
     for name, layer in layers:
         for pname, p in layer.named_parameters(recurse=False):
             writer.add_histogram(f'param/{name}.{pname}', p.detach().float().cpu(), step)
     currents = {}
-    hooks = [layer.register_forward_hook(lambda m, i, out, name=name: currents.__setitem__(name, out))
-             for name, layer in layers]
+
+    def record(layer, name, out):
+        if isinstance(out, EICurrents):
+            out = integrate(out, channel_dim=2 if layer.step_mode == 'm' else 1)
+        currents[name] = out
+    hooks = [layer.register_forward_hook(lambda m, i, out, name=name: record(m, name, out)) for name, layer in layers]
     was_training = model.training
     model.eval()
-    functional.set_backend(model, 'torch')
     try:
         model(x)
     finally:
         functional.reset_net(model)
-        functional.set_backend(model, backend)
         model.train(was_training)
         for h in hooks:
             h.remove()
