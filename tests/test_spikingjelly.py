@@ -14,7 +14,7 @@ def user_network():
     return nn.Sequential(
         sj_ei.EIConv2d(2, 16, 3, padding=1), sj_ei.e_population(),
         layer.AvgPool2d(2),
-        sj_ei.EIBlock(sj_ei.EIConv2d(16, 32, 3, padding=1), sj_ei.e_population()),
+        sj_ei.EIBlock(sj_ei.EIConv2d(16, 32, 3, padding=1), sj_ei.EILIFNode()),
         layer.Flatten(),
         sj_ei.EILinear(32 * 4 * 4, 10, readout=True),
     )
@@ -39,13 +39,13 @@ def test_set_step_mode_and_reset_net():
     torch.testing.assert_close(stepped, out)
 
 
-def test_set_backend_reaches_the_lif_nodes_and_blocks(caplog):
+def test_set_step_mode_and_set_backend_reach_every_e_population(caplog):
     net = user_network()
-    functional.set_step_mode(net, 'm')
     with caplog.at_level(logging.WARNING):
-        functional.set_backend(net, 'cupy', instance=(neuron.LIFNode, sj_ei.EIBlock))
+        functional.set_step_mode(net, 'm')
+        functional.set_backend(net, 'cupy')
     assert not caplog.records
-    assert net[1].backend == 'cupy' and net[3].backend == 'cupy' and net[3].neuron.backend == 'cupy'
+    assert net[1].backend == 'cupy' and net[3].neuron.backend == 'cupy' and net[3].layer.step_mode == 'm'
     functional.set_backend(net, 'torch')
     assert all(m.backend == 'torch' for m in net.modules() if hasattr(m, 'backend'))
 

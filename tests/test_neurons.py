@@ -1,0 +1,137 @@
+"""sj_ei's E populations are spikingjelly neurons: the paper's settings by default, backends chosen
+the spikingjelly way, state, ``store_v_seq``, ``reset_net``, hooks and monitors as for ``LIFNode``,
+and one clear error where a backend or a surrogate cannot be used."""
+import copy
+import io
+
+import pytest
+import torch
+from spikingjelly.activation_based import functional, monitor, neuron, surrogate
+
+import sj_ei
+from sj_ei import cupy_backend
+from sj_ei.currents import EICurrents, integrate
+
+from cuda_emulation import Emulator
+from test_lif import layer_currents
+
+
+@pytest.mark.parametrize('make', [sj_ei.EILIFNode, sj_ei.e_population])
+def test_the_papers_settings_by_default_and_any_can_be_overridden(make):
+    node = make()
+    assert isinstance(node, neuron.LIFNode)
+    assert (node.tau, node.decay_input, node.v_threshold, node.v_reset, node.detach_reset) == (2.0, False, 1.0, None, True)
+    assert isinstance(node.surrogate_function, surrogate.Sigmoid) and node.surrogate_function.alpha == 4.0
+    assert make().surrogate_function is not node.surrogate_function
+    other = make(tau=3.0, v_reset=0.0, surrogate_function=surrogate.ATan(), step_mode='m', store_v_seq=True)
+    assert (other.tau, other.v_reset, other.step_mode, other.store_v_seq) == (3.0, 0.0, 'm', True)
+
+
+def test_backends_depend_on_the_step_mode_as_for_lifnode():
+    node = sj_ei.EILIFNode()
+    assert node.supported_backends == ('torch',)
+    with pytest.raises(NotImplementedError, match='cupy is not a supported backend of EILIFNode'):
+        sj_ei.EILIFNode(backend='cupy')
+    node = sj_ei.EILIFNode(step_mode='m', backend='cupy')
+    assert node.supported_backends == ('torch', 'cupy') and node.backend == 'cupy'
+    functional.set_backend(node, 'torch')
+    assert node.backend == 'torch'
+
+
+@pytest.mark.parametrize('fn', [surrogate.PiecewiseQuadratic(), surrogate.Sigmoid(spiking=False)])
+def test_a_surrogate_it_cannot_fuse_is_one_clear_error(fn):
+    message = r'EILIFNode fuses the surrogate gradients surrogate.Sigmoid and surrogate.ATan'
+    with pytest.raises(ValueError, match=message):
+        sj_ei.EILIFNode(surrogate_function=fn)
+    node = sj_ei.EILIFNode(step_mode='m')
+    node.surrogate_function = fn  # changed after construction: the forward says so
+    with pytest.raises(ValueError, match=message):
+        node(layer_currents())
+
+
+def test_state_v_seq_reset_hooks_and_monitors():
+    c = layer_currents()
+    net = torch.nn.Sequential(sj_ei.EILIFNode(step_mode='m', store_v_seq=True))
+    node = net[0]
+    seen = []
+    node.register_forward_hook(lambda m, inputs, out: seen.append((inputs[0], out)))
+    outputs = monitor.OutputMonitor(net, neuron.LIFNode)
+    potentials = monitor.AttributeMonitor('v', False, net, neuron.LIFNode)
+    spikes = net(c)
+    assert seen[0][0] is c and seen[0][1] is spikes and outputs.records[0] is spikes
+    assert potentials.records[0] is node.v and node.v.shape == (2, 8, 8, 8) and node.v_seq.shape == (4, 2, 8, 8, 8)
+    assert torch.equal(node.v_seq[-1], node.v)
+    functional.reset_net(net)
+    assert node.v == 0.0 and node.v_seq is None
+    torch.testing.assert_close(net(c), spikes, rtol=0, atol=0)
+
+
+def test_the_whole_node_pickles_and_deepcopies():
+    node = sj_ei.EILIFNode(step_mode='m', surrogate_function=surrogate.ATan())
+    buffer = io.BytesIO()
+    torch.save(node, buffer)
+    buffer.seek(0)
+    for twin in (torch.load(buffer, weights_only=False), copy.deepcopy(node)):
+        assert torch.equal(twin(layer_currents()), node(layer_currents()))
+        functional.reset_net(node)
+
+
+# ---------------------------------------------------------------- backend 'cupy'
+
+def cupy_on_cpu(net, x):
+    functional.set_step_mode(net, 'm')
+    functional.set_backend(net, 'cupy')
+    return lambda: net(x)
+
+
+@pytest.mark.parametrize('make, x', [(sj_ei.EILIFNode, layer_currents), (sj_ei.EILIFNode, lambda: torch.rand(4, 2, 8)),
+                                     (sj_ei.e_population, lambda: torch.rand(4, 2, 8))],
+                         ids=['EILIFNode-currents', 'EILIFNode-I_int', 'e_population'])
+def test_cupy_without_a_gpu_is_one_clear_error_from_sj_ei(make, x):
+    """Before: spikingjelly accepted the backend and its first forward died with 'Found no NVIDIA driver'."""
+    forward = cupy_on_cpu(torch.nn.Sequential(make()), x())
+    with pytest.raises(cupy_backend.CupyUnavailableError,
+                       match=r"backend 'cupy' needs CUDA tensors, but this machine has no CUDA GPU; use backend='torch'"):
+        forward()
+
+
+@pytest.fixture(scope='module')
+def emulator(tmp_path_factory):
+    return Emulator(tmp_path_factory.mktemp('kernels'))
+
+
+@pytest.fixture
+def emulated_cupy(emulator, monkeypatch):
+    """``sj_ei.cupy_backend`` runs its kernels on the CPU (as in test_cupy_backend)."""
+    monkeypatch.setattr(cupy_backend, '_launch', emulator.launch)
+    monkeypatch.setattr(cupy_backend, 'require_cupy', lambda tensor: None)
+
+
+def run_node(backend, c, v0):
+    leaves = [t.clone().requires_grad_() for t in c]
+    node = sj_ei.EILIFNode(step_mode='m', backend=backend)
+    node.v = v0.clone().requires_grad_()
+    seen = []
+    node.register_forward_hook(lambda m, inputs, out: seen.append(out.detach().clone()))
+    spikes = node(EICurrents(*leaves))
+    weights = torch.randn(spikes.shape, generator=torch.Generator().manual_seed(5))
+    ((spikes * weights).sum() + node.v.sum()).backward()
+    return spikes.detach(), node.v.detach(), seen, [t.grad for t in leaves]
+
+
+def test_the_cupy_backend_equals_the_torch_backend(emulated_cupy):
+    c, v0 = layer_currents(seed=3), torch.randn(2, 8, 8, 8, generator=torch.Generator().manual_seed(4))
+    spikes, v, seen, grads = run_node('torch', c, v0)
+    k_spikes, k_v, k_seen, k_grads = run_node('cupy', c, v0)
+    assert 0.05 < spikes.mean() < 0.95
+    assert torch.equal(k_spikes, spikes) and torch.equal(k_v, v) and torch.equal(k_seen[0], seen[0])
+    for g, w in zip(k_grads, grads):
+        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-5 * w.abs().max().item())
+
+
+def test_what_the_cupy_kernel_cannot_do_yet_is_one_clear_error(emulated_cupy):
+    for node in (sj_ei.EILIFNode(step_mode='m', backend='cupy', surrogate_function=surrogate.ATan()),
+                 sj_ei.EILIFNode(step_mode='m', backend='cupy', store_v_seq=True)):
+        with pytest.raises(ValueError, match=r"backend 'cupy' fuses E-I currents with the surrogate.Sigmoid .* "
+                                             r"use backend='torch'"):
+            node(layer_currents())
