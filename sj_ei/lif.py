@@ -5,8 +5,9 @@ Forward, per step (spikingjelly ``LIFNode``, operation by operation, so spikes a
     I_int[t] = b_E + (I_EE[t] - I_EI[t]) g_E / I_sh~[t]     (EICurrents input only; sj_ei.currents.integrate)
     H[t] = charge(V[t-1], I_int[t]);  S[t] = Heaviside(H[t] - v_th);  V[t] = reset(H[t], S[t])
 
-It keeps ``H`` (and ``(I_EE - I_EI) / I_sh~`` for EICurrents input) for the backward, which
-runs the surrogate gradient back through time in one loop and writes each gradient once:
+It keeps ``H`` for the backward (for EICurrents input ``I_EE - I_EI`` and ``I_sh~``, from which
+the backward replays ``H`` exactly), which runs the surrogate gradient back through time in
+one loop and writes each gradient once:
 no ``[T, ...]`` gradient is zero-filled per step, as indexing ``x_seq[t]`` under autograd does.
 Arithmetic is in float32 (float64 for float64 input), also for 16-bit currents under autocast.
 """
@@ -43,14 +44,12 @@ def _charge(v: torch.Tensor, x: torch.Tensor, config: LIFConfig, out: torch.Tens
     return torch.sub(v, v_reset, out=out).div_(tau).neg_().add_(v).add_(x)  # v - (v - v_reset) / tau + x
 
 
-def _fire_and_reset(h: torch.Tensor, config: LIFConfig, spike: torch.Tensor, v: torch.Tensor) -> None:
-    """``S = Heaviside(H - v_th)`` into ``spike``, ``V = reset(H, S)`` into ``v``."""
-    fired = torch.ge(h, config.v_threshold)  # H - v_th >= 0 exactly when H >= v_th (IEEE subtraction)
-    spike.copy_(fired)
+def _reset(h: torch.Tensor, spike: torch.Tensor, config: LIFConfig, v: torch.Tensor, fired=None) -> None:
+    """``V = reset(H, S)`` into ``v``; ``fired``: ``S`` as bools, if at hand."""
     if config.v_reset is None:
         torch.sub(h, spike, alpha=config.v_threshold, out=v)            # h - s * v_th (s * v_th is exact)
     else:
-        v.copy_(h).masked_fill_(fired, config.v_reset)                   # (1 - s) h + s v_reset
+        v.copy_(h).masked_fill_(spike.bool() if fired is None else fired, config.v_reset)  # (1 - s) h + s v_reset
 
 
 def _run(inputs, v_init: torch.Tensor, config: LIFConfig, T: int, keep_h: bool, v_seq: Optional[torch.Tensor]):
@@ -63,10 +62,23 @@ def _run(inputs, v_init: torch.Tensor, config: LIFConfig, T: int, keep_h: bool, 
         h = _charge(v, inputs(t), config, h_seq[t] if keep_h else h_buffer)
         if v_seq is not None:
             v_next = v_seq[t]
-        _fire_and_reset(h, config, spikes[t], v_next)
+        fired = torch.ge(h, config.v_threshold)  # H - v_th >= 0 exactly when H >= v_th (IEEE subtraction)
+        spikes[t].copy_(fired)
+        _reset(h, spikes[t], config, v_next, fired)
         v = v_next
     v_last = v.clone() if v_seq is not None else v
     return spikes, v_last, h_seq
+
+
+def _replay(x_seq: torch.Tensor, v_init: torch.Tensor, spikes: torch.Tensor, config: LIFConfig) -> torch.Tensor:
+    """``H [T, ...]`` of the forward loop, recomputed exactly from ``I_int`` ``x_seq`` and its ``spikes``."""
+    h_seq = torch.empty_like(x_seq)
+    v = v_init
+    for t in range(x_seq.shape[0]):
+        _charge(v, x_seq[t], config, h_seq[t])
+        v = torch.empty_like(v_init) if v is v_init else v
+        _reset(h_seq[t], spikes[t], config, v)
+    return h_seq
 
 
 def _surrogate_derivative(h_seq: torch.Tensor, config: LIFConfig) -> torch.Tensor:
@@ -142,48 +154,57 @@ class _LIF(torch.autograd.Function):
         return grad_x.to(ctx.x_dtype), grad_v if ctx.needs_input_grad[1] else None, None, None
 
 
-def _integrator(i_ee, i_ei, i_sh, gain_e, bias, like: torch.Tensor, n_seq: Optional[torch.Tensor]):
+def _integrator(i_ee, i_ei, i_sh, gain_e, bias, like: torch.Tensor, d_seq: Optional[torch.Tensor]):
     """``t -> I_int[t]`` (``sj_ei.currents.integrate`` of step ``t``, in the dtype of ``like [N, C, *S]``,
-    into one reused buffer), writing ``(I_EE - I_EI) / I_sh~`` of step ``t`` into ``n_seq[t]`` if given."""
+    into one reused buffer), writing ``I_EE[t] - I_EI[t]`` into ``d_seq[t]`` if given."""
     dtype = like.dtype
     gain, bias_c = (channel_view(p.to(dtype), like, 1) for p in (gain_e, bias))
     d, x = torch.empty_like(like), torch.empty_like(like)
 
     def inputs(t):
-        sh = i_sh[t].to(dtype)
-        torch.sub(i_ee[t].to(dtype), i_ei[t].to(dtype), out=d)
-        if n_seq is not None:
-            torch.div(d, sh, out=n_seq[t])
-        return torch.addcdiv(bias_c, d.mul_(gain), sh, out=x)
+        difference = d if d_seq is None else d_seq[t]
+        torch.sub(i_ee[t].to(dtype), i_ei[t].to(dtype), out=difference)
+        torch.mul(difference, gain, out=x)
+        return torch.addcdiv(bias_c, x, i_sh[t].to(dtype), out=x)
     return inputs
 
 
 class _EILIF(torch.autograd.Function):
-    """``(i_ee, i_ei, i_sh [T, N, C, *S], gain_e, bias [C], v_init [N, C, *S]) -> (spikes, v_last[, v_seq])``."""
+    """``(i_ee, i_ei, i_sh [T, N, C, *S], gain_e, bias [C], v_init [N, C, *S]) -> (spikes, v_last[, v_seq])``.
+
+    Saves ``I_EE - I_EI`` and ``I_sh~`` (with the spikes, which the next layer keeps anyway): the
+    backward recomputes ``I_int`` and replays the membrane exactly, so an E population saves as
+    much as the composable path's ``I_int`` and LIF, and nothing per step."""
 
     @staticmethod
     def forward(ctx, i_ee, i_ei, i_sh, gain_e, bias, v_init, config, store_v_seq):
         ctx.set_materialize_grads(False)
         T = i_ee.shape[0]
-        n_seq = v_init.new_empty((T, *v_init.shape))
+        d_seq = v_init.new_empty((T, *v_init.shape))
         v_seq = v_init.new_empty((T, *v_init.shape)) if store_v_seq else None
-        inputs = _integrator(i_ee, i_ei, i_sh, gain_e, bias, v_init, n_seq)
-        spikes, v_last, h_seq = _run(inputs, v_init, config, T, True, v_seq)
-        ctx.save_for_backward(h_seq, n_seq, i_sh, gain_e)
-        ctx.config, ctx.dtypes = config, (i_ee.dtype, i_ei.dtype, gain_e.dtype, bias.dtype)
+        inputs = _integrator(i_ee, i_ei, i_sh, gain_e, bias, v_init, d_seq)
+        spikes, v_last, _ = _run(inputs, v_init, config, T, False, v_seq)
+        ctx.save_for_backward(d_seq, i_sh, gain_e, bias, v_init, spikes)
+        ctx.config, ctx.dtypes = config, (i_ee.dtype, i_ei.dtype)
         return (spikes, v_last, v_seq) if store_v_seq else (spikes, v_last)
 
     @staticmethod
     def backward(ctx, grad_spikes, grad_v_last, grad_v_seq=None):
-        h_seq, n_seq, i_sh, gain_e = ctx.saved_tensors
-        ee_dtype, ei_dtype, gain_dtype, bias_dtype = ctx.dtypes
+        d_seq, i_sh, gain_e, bias, v_init, spikes = ctx.saved_tensors
+        ee_dtype, ei_dtype = ctx.dtypes
+        gain, bias_c = (channel_view(p.to(d_seq.dtype), d_seq, 2) for p in (gain_e, bias))
+        x_seq = torch.mul(d_seq, gain)
+        h_seq = _replay(torch.addcdiv(bias_c, x_seq, i_sh, out=x_seq), v_init, spikes, ctx.config)
+        del x_seq
         grad_x, grad_v = _backward_through_time(h_seq, grad_spikes, grad_v_last, grad_v_seq, ctx.config)
+        del h_seq
         per_channel = (0, 1, *range(3, grad_x.dim()))
-        grad_bias = grad_x.sum(per_channel).to(bias_dtype)
-        grad_ee = torch.mul(grad_x, channel_view(gain_e.to(grad_x.dtype), grad_x, 2)).div_(i_sh)
+        grad_bias = grad_x.sum(per_channel).to(bias.dtype)
+        grad_ee = torch.mul(grad_x, gain).div_(i_sh)
         grad_ei = torch.neg(grad_ee)
-        grad_sh = torch.mul(grad_ei, n_seq)
-        grad_gain = grad_x.mul_(n_seq).sum(per_channel).to(gain_dtype)
+        normalized = torch.div(d_seq, i_sh)                            # (I_EE - I_EI) / I_sh~
+        grad_sh = torch.mul(grad_ei, normalized)
+        grad_gain = grad_x.mul_(normalized).sum(per_channel).to(gain_e.dtype)
         return (grad_ee.to(ee_dtype), grad_ei.to(ei_dtype), grad_sh.to(i_sh.dtype), grad_gain, grad_bias,
                 grad_v if ctx.needs_input_grad[5] else None, None, None)
 
