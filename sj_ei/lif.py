@@ -44,12 +44,12 @@ def _charge(v: torch.Tensor, x: torch.Tensor, config: LIFConfig, out: torch.Tens
     return torch.sub(v, v_reset, out=out).div_(tau).neg_().add_(v).add_(x)  # v - (v - v_reset) / tau + x
 
 
-def _reset(h: torch.Tensor, spike: torch.Tensor, config: LIFConfig, v: torch.Tensor, fired=None) -> None:
-    """``V = reset(H, S)`` into ``v``; ``fired``: ``S`` as bools, if at hand."""
+def _reset(h: torch.Tensor, spike: torch.Tensor, config: LIFConfig, v: torch.Tensor) -> None:
+    """``V = reset(H, S)`` into ``v``."""
     if config.v_reset is None:
         torch.sub(h, spike, alpha=config.v_threshold, out=v)            # h - s * v_th (s * v_th is exact)
     else:
-        v.copy_(h).masked_fill_(spike.bool() if fired is None else fired, config.v_reset)  # (1 - s) h + s v_reset
+        v.copy_(h).masked_fill_(spike.bool(), config.v_reset)            # (1 - s) h + s v_reset
 
 
 def _run(inputs, v_init: torch.Tensor, config: LIFConfig, T: int, keep_h: bool, v_seq: Optional[torch.Tensor]):
@@ -62,9 +62,8 @@ def _run(inputs, v_init: torch.Tensor, config: LIFConfig, T: int, keep_h: bool, 
         h = _charge(v, inputs(t), config, h_seq[t] if keep_h else h_buffer)
         if v_seq is not None:
             v_next = v_seq[t]
-        fired = torch.ge(h, config.v_threshold)  # H - v_th >= 0 exactly when H >= v_th (IEEE subtraction)
-        spikes[t].copy_(fired)
-        _reset(h, spikes[t], config, v_next, fired)
+        torch.ge(h, config.v_threshold, out=spikes[t])  # H - v_th >= 0 exactly when H >= v_th (IEEE subtraction)
+        _reset(h, spikes[t], config, v_next)
         v = v_next
     v_last = v.clone() if v_seq is not None else v
     return spikes, v_last, h_seq
