@@ -217,6 +217,8 @@ def lif(x: Union[torch.Tensor, EICurrents], v_init: Union[float, torch.Tensor], 
     Differentiable in every tensor (spikes through the surrogate).  Spikes and potentials are
     float32 (float64 for float64 input).
     """
+    if config.surrogate not in SURROGATES:
+        raise ValueError(f'sj_ei.lif: surrogate must be one of {SURROGATES}, got {config.surrogate!r}')
     currents = isinstance(x, EICurrents)
     head = x.i_ee if currents else x
     dtype = _compute_dtype(*(x[:3] if currents else (x,)))

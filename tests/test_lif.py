@@ -186,7 +186,9 @@ def test_backward_keeps_one_sequence_besides_the_inputs_and_the_spikes():
     assert all(sum(t is x for t in saved) == 1 for x in inputs) and len(saved) == 6
 
 
-def test_a_potential_of_another_shape_is_one_clear_error():
+def test_bad_arguments_are_one_clear_error():
     c = layer_currents()
     with pytest.raises(ValueError, match=r'v of shape \(3, 8, 8, 8\) does not fit .* functional.reset_net'):
         lif(c, torch.zeros(3, 8, 8, 8), config_of(LIF_SETTINGS['paper'], 'sigmoid', 4.0))
+    with pytest.raises(ValueError, match=r"surrogate must be one of \('sigmoid', 'atan'\), got 'erf'"):
+        lif(c, 0.0, config_of(LIF_SETTINGS['paper'], 'erf', 4.0))
