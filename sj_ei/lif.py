@@ -22,15 +22,16 @@ SURROGATES = ('sigmoid', 'atan')
 
 
 class LIFConfig(NamedTuple):
-    """The spikingjelly ``LIFNode`` arguments of one E population; ``surrogate``: 'sigmoid' or 'atan'
-    (spikingjelly's ``surrogate.Sigmoid`` / ``surrogate.ATan``) with parameter ``surrogate_alpha``."""
-    tau: float
-    v_threshold: float
-    detach_reset: bool
-    surrogate_alpha: float
-    decay_input: bool = False
+    """The spikingjelly ``LIFNode`` arguments of one E population and its surrogate gradient
+    (``'sigmoid'`` or ``'atan'``: spikingjelly's ``surrogate.Sigmoid`` / ``surrogate.ATan`` with
+    ``surrogate_alpha``).  The defaults are the paper's E population (SPEC section 2)."""
+    tau: float = 2.0
+    v_threshold: float = 1.0
     v_reset: Optional[float] = None
+    decay_input: bool = False
+    detach_reset: bool = True
     surrogate: str = 'sigmoid'
+    surrogate_alpha: float = 4.0
 
 
 def _charge(v: torch.Tensor, x: torch.Tensor, config: LIFConfig, out: torch.Tensor) -> torch.Tensor:

@@ -116,8 +116,10 @@ class EILIFNode(EPopulation):
             raise ValueError(f'EILIFNode fuses the surrogate gradients surrogate.Sigmoid and surrogate.ATan '
                              f'(spiking=True), got {fn!r}; use one of them, or put another spikingjelly neuron '
                              "after the E-I layer (sj_ei.EIBlock then uses the layer's I_int)")
-        return LIFConfig(float(self.tau), float(self.v_threshold), bool(self.detach_reset), float(fn.alpha),
-                         bool(self.decay_input), None if self.v_reset is None else float(self.v_reset), kind)
+        return LIFConfig(tau=float(self.tau), v_threshold=float(self.v_threshold),
+                         v_reset=None if self.v_reset is None else float(self.v_reset),
+                         decay_input=bool(self.decay_input), detach_reset=bool(self.detach_reset),
+                         surrogate=kind, surrogate_alpha=float(fn.alpha))
 
     def single_step_forward(self, x: Union[EICurrents, torch.Tensor]) -> torch.Tensor:
         if isinstance(x, EICurrents):

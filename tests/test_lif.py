@@ -52,8 +52,7 @@ def layer_currents(T: int = 4, B: int = 2, seed: int = 0) -> EICurrents:
 
 
 def config_of(settings: dict, kind: str, alpha: float) -> LIFConfig:
-    return LIFConfig(settings['tau'], settings['v_threshold'], settings['detach_reset'], alpha,
-                     settings['decay_input'], settings['v_reset'], kind)
+    return LIFConfig(**settings, surrogate=kind, surrogate_alpha=alpha)
 
 
 def loss_weights(shape, seed):
