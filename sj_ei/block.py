@@ -16,15 +16,20 @@ from .neurons import EILIFNode
 class EIBlock(nn.Module, base.StepModule):
     """``[.., C_in, ..] -> spikes [.., n_E, ..]``: ``layer`` (a hidden E-I layer), then ``neuron``
     (``sj_ei.EILIFNode``, or any spikingjelly neuron taking ``I_int``).  The neuron takes the
-    layer's step mode; ``step_mode`` reads the layer's and sets both."""
+    layer's step mode; ``step_mode`` reads the layer's and sets both.  Assigning ``neuron``
+    (also later, ``block.neuron = ...``) sets ``layer.output`` to what it takes."""
 
     def __init__(self, layer: nn.Module, neuron: base.MemoryModule):
         super().__init__()
         if layer.readout:
             raise ValueError('EIBlock takes a hidden E-I layer; a readout layer (readout=True) has no E population')
-        layer.output = 'currents' if isinstance(neuron, EILIFNode) else 'current'
         neuron.step_mode = layer.step_mode
         self.layer, self.neuron = layer, neuron
+
+    def __setattr__(self, name, value):
+        super().__setattr__(name, value)
+        if name == 'neuron':  # also when a neuron is swapped in later
+            self.layer.output = 'currents' if isinstance(value, EILIFNode) else 'current'
 
     @property
     def step_mode(self) -> str:

@@ -62,6 +62,8 @@ def test_the_neuron_chooses_what_the_layer_returns():
     fused, composable = block('fused-torch'), block('composable')
     assert fused.layer.output == 'currents' and composable.layer.output == 'current'
     assert fused.neuron.step_mode == 'm' and fused.step_mode == 'm'
+    fused.neuron = sj_ei.e_population(step_mode='m')  # swapped later: the layer follows
+    assert fused.layer.output == 'current' and isinstance(fused(moving_bar(4, 2)), torch.Tensor)
     functional.set_step_mode(fused, 's')
     assert fused.layer.step_mode == fused.neuron.step_mode == 's'
     with pytest.raises(ValueError, match='readout layer'):
