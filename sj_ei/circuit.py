@@ -6,7 +6,7 @@ Shapes: ``N`` samples (``T * B`` in multi-step mode), ``S`` the spatial dimensio
 ``[N, n_E + n_I, *S]``; the I population (the module ``layer.i_population``) gives
 ``r_I [N, n_I, *S]``; both inhibition paths give ``I_EI`` and ``I_sh`` ``[N, n_E, *S]``.
 """
-from typing import Optional, Union
+from typing import Union
 
 import torch
 import torch.nn.functional as F
@@ -90,12 +90,6 @@ def _replace_zeros_(i_sh: torch.Tensor, floor: torch.Tensor, nonnegative: bool) 
     if nonnegative:
         return torch.maximum(i_sh, floor, out=i_sh)
     return torch.where(i_sh == 0, floor, i_sh)
-
-
-def stabilize(i_sh: torch.Tensor) -> torch.Tensor:
-    """Adaptive stabilization, forward values: ``I_sh~ [N, ...]`` from ``I_sh``, every exact zero
-    replaced by the smallest strictly positive value of its sample (``+inf`` when it has none)."""
-    return _replace_zeros_(i_sh.clone(), zero_floor(i_sh), nonnegative=False)
 
 
 def _stabilized_(i_sh, floor, eps, nonnegative):

@@ -60,6 +60,22 @@ def test_forward_equals_spec_formulas(kind, readout):
 
 @pytest.mark.parametrize('kind', ['conv', 'linear'])
 @pytest.mark.parametrize('readout', [False, True])
+def test_float64_layer_equals_spec_to_rounding(kind, readout):
+    """In float64 the layer and the spec differ only by the order of their sums (~1e-16)."""
+    layer, x = make_layer(kind, readout, grad_scale=False)
+    layer.double()
+    expected, params = spec_forward(layer, x)
+    out = layer(x.double())
+    torch.testing.assert_close(out, expected.detach(), rtol=1e-15, atol=2e-15)
+    grad_out = torch.linspace(-1, 1, out.numel(), dtype=torch.float64).view_as(out)
+    out.backward(grad_out)
+    expected.backward(grad_out)
+    for name, p in layer.named_parameters():
+        torch.testing.assert_close(p.grad, params[name].grad, rtol=1e-13, atol=1e-14, msg=name)
+
+
+@pytest.mark.parametrize('kind', ['conv', 'linear'])
+@pytest.mark.parametrize('readout', [False, True])
 def test_gradients_equal_spec_with_straight_through_and_scaled_weight_ei(kind, readout):
     layer, x = make_layer(kind, readout, grad_scale=False)
     x.requires_grad_()
@@ -219,3 +235,13 @@ def test_gradcheck_of_the_projection(conv):
               torch.rand(2, *shape_w, dtype=torch.float64)]
     assert gradcheck(lambda x, w_ee, w_ie: project(x, w_ee, w_ie, conv), [t.requires_grad_() for t in inputs],
                      fast_mode=True)
+
+
+def test_without_dales_law_only_exact_zeros_are_replaced():
+    """``sign_constraint=False``: negative I_sh stays as it is; exact zeros still take the floor."""
+    layer, x = make_layer('conv', readout=False, sign_constraint=False)
+    with torch.no_grad():
+        layer.weight_ei[3:5] *= -1  # E channels 3 and 4: I_sh < 0
+    expected, _ = spec_forward(layer, x)
+    out = layer(x)
+    torch.testing.assert_close(out.double(), expected.detach(), rtol=1e-5, atol=1e-5)
