@@ -1,5 +1,6 @@
 """DVS128 Gesture and CIFAR10-DVS through spikingjelly's dataset classes, framed by
-event count (``split_by='number'``) and resized to 48x48, nearest (SPEC section 6).
+event count (``split_by='number'``) at the sensor's 128x128 and then augmented and
+resized to 48x48 as in the authors' code (``transforms.event_transform``).
 
 Under the dataset root spikingjelly reads ``download/`` (the published archives),
 ``extract/`` (their contents), converts the recordings once to ``events_np/`` and frames
@@ -29,7 +30,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import Dataset, Subset
 from torchvision.datasets.utils import extract_archive
 from spikingjelly import datasets as sjds
@@ -38,9 +38,8 @@ from spikingjelly.datasets.cifar10_dvs import CIFAR10DVS
 from spikingjelly.datasets.dvs128_gesture import DVS128Gesture
 
 from .errors import DatasetNotFoundError
-from .transforms import EventAugment
+from .transforms import SENSOR, event_transform
 
-SIZE = 48
 CIFAR10DVS_TEST_FRACTION = 0.1
 CIFAR10DVS_CLASSES = ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck')
 _SOURCES = {'dvsgesture': DVS128Gesture, 'cifar10dvs': CIFAR10DVS}
@@ -58,7 +57,7 @@ _WORKERS = min(8, os.cpu_count() or 1)
 
 def event_frames(name: str, root, T: int, train: bool) -> Dataset:
     """The ``train`` or test split of ``'dvsgesture'`` / ``'cifar10dvs'`` as float
-    ``([T, 2, 48, 48], label)``; DVS128 Gesture's training split is augmented (``EventAugment``)."""
+    ``([T, 2, 48, 48], label)``, the training splits augmented (``transforms.event_transform``)."""
     root = Path(root)
     if not root.is_dir():
         raise _not_found(name, root, f'the data directory {root} does not exist')
@@ -70,21 +69,19 @@ def event_frames(name: str, root, T: int, train: bool) -> Dataset:
         else:
             frames = CIFAR10DVS(str(root), data_type='frame', frames_number=T, split_by='number')
     if name == 'dvsgesture':  # spikingjelly's class indices follow its folder names' string order: '10' before '2'
-        return FramedEvents(frames, augment=train, labels=[int(folder) for folder in frames.classes])
+        return FramedEvents(frames, event_transform(name, train), labels=[int(folder) for folder in frames.classes])
     if tuple(frames.classes) != CIFAR10DVS_CLASSES:
         raise DatasetNotFoundError(f'cifar10dvs: {root}/events_np/ holds the classes {", ".join(frames.classes)}, '
                                    f'expected exactly {", ".join(CIFAR10DVS_CLASSES)}; move other folders elsewhere')
-    return FramedEvents(cifar10dvs_split(frames, train), augment=False)
+    return FramedEvents(cifar10dvs_split(frames, train), event_transform(name, train))
 
 
 class FramedEvents(Dataset):
-    """spikingjelly frames ``[T, 2, 128, 128]`` -> float ``[T, 2, 48, 48]`` (nearest resize,
-    or ``EventAugment`` when ``augment``).  ``labels[i]`` is the true label of the
-    wrapped dataset's class index ``i`` (identity when ``None``)."""
+    """spikingjelly frames ``[T, 2, 128, 128]`` -> ``transform`` of them as float (``[T, 2, 48, 48]``).
+    ``labels[i]`` is the true label of the wrapped dataset's class index ``i`` (identity when ``None``)."""
 
-    def __init__(self, frames: Dataset, augment: bool, labels=None):
-        self.frames, self.labels = frames, labels
-        self.augment = EventAugment(SIZE) if augment else None
+    def __init__(self, frames: Dataset, transform, labels=None):
+        self.frames, self.transform, self.labels = frames, transform, labels
 
     def __len__(self):
         return len(self.frames)
@@ -92,7 +89,11 @@ class FramedEvents(Dataset):
     def __getitem__(self, index):
         frames, label = self.frames[index]
         x = torch.from_numpy(np.asarray(frames, dtype=np.float32))
-        x = self.augment(x) if self.augment else F.interpolate(x, size=(SIZE, SIZE), mode='nearest')
+        if x.shape[-2:] != (SENSOR, SENSOR):
+            raise ValueError(f'frames of {tuple(x.shape[-2:])} pixels in the frame cache of sample {index}, expected '
+                             f'the sensor\'s {SENSOR}x{SENSOR}: the cache was not written by sj_ei or spikingjelly. '
+                             'Move the frames_number_* folder aside to have the frames made again.')
+        x = self.transform(x)
         return x, int(label) if self.labels is None else self.labels[label]
 
 
