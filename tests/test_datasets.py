@@ -1,4 +1,6 @@
 """Datasets: the built-in synthetic events, and the paper's datasets in their real on-disk formats."""
+import contextlib
+import io
 import pickle
 import re
 
@@ -6,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from spikingjelly.datasets import split_to_train_test_set
 
 from sj_ei import datasets
 from sj_ei.datasets import events
@@ -72,6 +75,15 @@ def test_dvs_gesture_caches_are_reused_and_another_T_gets_its_own(tmp_path):
     assert (tmp_path / 'events_np').stat().st_mtime_ns == stamp
     assert (tmp_path / 'frames_number_2_split_by_number').is_dir()
     assert data[0][0].shape == (2, 2, 48, 48)
+
+
+def test_a_frame_cache_of_another_size_is_refused_with_what_to_do(tmp_path):
+    write_dvs_gesture(tmp_path)
+    data = datasets.build('dvsgesture', tmp_path, T=4, train=False)
+    path = data.frames.samples[0][0]
+    np.savez_compressed(path, frames=resized_48(np.load(path)['frames']).numpy())  # frames made at 48x48
+    with pytest.raises(ValueError, match=r"frames of \(48, 48\) pixels .* sensor's 128x128.*Move the frames_number_"):
+        data[0]
 
 
 def test_missing_recording_is_named_and_nothing_is_written(tmp_path):
@@ -142,16 +154,20 @@ def test_tiny_cifar10dvs_in_its_real_format_is_split_per_class(tmp_path):
     train = datasets.build('cifar10dvs', tmp_path, T=2, train=True)
     test = datasets.build('cifar10dvs', tmp_path, T=2, train=False)
     assert len(train) == 10 * 11 and len(test) == 10
-    # the test recording of every class is the last in natural order (_11, not _9 as in string order)
+    # the authors' split: spikingjelly's split_to_train_test_set(0.9) over the file names in string order,
+    # so the test recording of every class is _9 (after _0, _1, _10, _11, _2 ... _8)
     subset = test.frames  # a Subset of spikingjelly's CIFAR10DVS
+    with contextlib.redirect_stderr(io.StringIO()):  # its progress bar
+        theirs = split_to_train_test_set(0.9, subset.dataset, 10)
+    assert (train.frames.indices, subset.indices) == (theirs[0].indices, sorted(theirs[1].indices))
     tests = sorted(subset.dataset.samples[i][0].rsplit('/', 1)[1] for i in subset.indices)
-    assert tests == sorted(f'cifar10_{c}_11.npz' for c in events.CIFAR10DVS_CLASSES)
+    assert tests == sorted(f'cifar10_{c}_9.npz' for c in events.CIFAR10DVS_CLASSES)
     for i in range(len(test)):
         x, label = test[i]
         raw, _ = subset[i]
         c = events.CIFAR10DVS_CLASSES[label]
-        assert f'cifar10_{c}_11.npz' in subset.dataset.samples[subset.indices[i]][0]
-        x_raw, y_raw, pol = written[c, 11]
+        assert f'cifar10_{c}_9.npz' in subset.dataset.samples[subset.indices[i]][0]
+        x_raw, y_raw, pol = written[c, 9]
         expected = np.zeros((2, 128, 128))  # spikingjelly's orientation: x = 127 - y_raw, y = 127 - x_raw, p = 1 - pol
         np.add.at(expected, (1 - pol, 127 - x_raw, 127 - y_raw), 1)
         np.testing.assert_array_equal(raw.sum(0), expected)

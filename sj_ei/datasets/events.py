@@ -14,15 +14,15 @@ and never deletes or changes a user's file, fails loudly on an unreadable record
 and builds each folder under a temporary name that is renamed only when complete, so
 an interrupted run leaves nothing half-made.
 
-CIFAR10-DVS has no official split: the last 10% of every class, in natural file-name
-order (``cifar10_airplane_900`` ... ``cifar10_airplane_999`` for the published
-data), is the test set, the rest the training set.
+CIFAR10-DVS has no official split; the authors' is used: per class, in spikingjelly's
+sample order (file names sorted as strings: ``cifar10_airplane_0``, ``_1``, ``_10``,
+``_100`` ...), the first 90% (rounded up) are the training set, the rest the test set.
 """
 import contextlib
 import hashlib
 import io
+import math
 import os
-import re
 import shutil
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
@@ -40,7 +40,7 @@ from spikingjelly.datasets.dvs128_gesture import DVS128Gesture
 from .errors import DatasetNotFoundError
 from .transforms import SENSOR, event_transform
 
-CIFAR10DVS_TEST_FRACTION = 0.1
+CIFAR10DVS_TRAIN_FRACTION = 0.9
 CIFAR10DVS_CLASSES = ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck')
 _SOURCES = {'dvsgesture': DVS128Gesture, 'cifar10dvs': CIFAR10DVS}
 _WHERE = {
@@ -98,22 +98,17 @@ class FramedEvents(Dataset):
 
 
 def cifar10dvs_split(dataset, train: bool) -> Subset:
-    """Per class, the last ``CIFAR10DVS_TEST_FRACTION`` of the recordings in natural file-name
-    order are the test set (at least one), the others the training set."""
+    """The split of spikingjelly's ``split_to_train_test_set(0.9, dataset, 10)`` (the authors'),
+    read from the file list instead of loading every sample: per class, in the dataset's order,
+    the first ``ceil(0.9 n)`` recordings are the training set, the others (at least one) the test set."""
     by_class = {}
-    for index, (path, label) in enumerate(dataset.samples):
-        by_class.setdefault(label, []).append((_natural(Path(path).name), index))
+    for index, (_, label) in enumerate(dataset.samples):
+        by_class.setdefault(label, []).append(index)
     chosen = []
     for members in by_class.values():
-        ordered = [index for _, index in sorted(members)]
-        cut = len(ordered) - max(1, round(CIFAR10DVS_TEST_FRACTION * len(ordered)))
-        chosen += ordered[:cut] if train else ordered[cut:]
+        cut = min(math.ceil(CIFAR10DVS_TRAIN_FRACTION * len(members)), len(members) - 1)
+        chosen += members[:cut] if train else members[cut:]
     return Subset(dataset, sorted(chosen))
-
-
-def _natural(name: str):
-    """Sort key comparing the digit runs of ``name`` as numbers: ``x_2`` before ``x_10``."""
-    return [(0, int(part), '') if part.isdigit() else (1, 0, part) for part in re.split(r'(\d+)', name)]
 
 
 # ---- on-disk preparation -------------------------------------------------------------
