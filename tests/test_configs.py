@@ -14,12 +14,13 @@ from train import classify, config as cfg
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / 'configs').rglob('*.yaml'))
+#: each writes 8-11 training samples (2 batches of 4) and 4-11 test samples
 WRITERS = {
-    'cifar10': lambda root: formats.write_cifar(root, 'cifar10'),
-    'cifar100': lambda root: formats.write_cifar(root, 'cifar100'),
-    'tinyimagenet': formats.write_tinyimagenet,
+    'cifar10': lambda root: formats.write_cifar(root, 'cifar10', per_batch=2, test=4),
+    'cifar100': lambda root: formats.write_cifar(root, 'cifar100', per_batch=2, test=4),
+    'tinyimagenet': lambda root: formats.write_tinyimagenet(root, per_class=2, val=formats.TINYIMAGENET_WNIDS),
     'dvsgesture': formats.write_dvs_gesture,
-    'cifar10dvs': formats.write_cifar10dvs,
+    'cifar10dvs': lambda root: formats.write_cifar10dvs(root, per_class=2),
 }
 
 
@@ -66,6 +67,7 @@ def test_config_trains_end_to_end_on_its_dataset_in_the_real_format(path, data_d
         gains = {key: value for key, value in init.items() if key.endswith('.gain_i')}
         assert gains and all(torch.isfinite(g).all() and (g > 0).all() for g in gains.values())
         if config['dataset'] not in ('synthetic', 'dvsgesture', 'cifar10dvs'):
-            # pixels in [0, 1] with photo-like statistics: g_I = sqrt(E[x^2] + Var x) / (sqrt(27) E[x]) ~ 0.25
+            # pixels in [0, 1] with photo-like statistics: g_I = sqrt(E[x^2] + Var x) / (sqrt(27) E[x]) is
+            # about 0.25 on CIFAR-10 (more on a first batch of 4 with dark images); normalized pixels gave 14.5
             first = next(iter(gains.values()))
-            assert 0.15 < first.mean() < 0.4, first
+            assert 0.1 < first.mean() < 1, first

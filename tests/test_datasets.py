@@ -350,11 +350,13 @@ def test_event_training_augmentation_moves_every_frame_alike(name):
     about half the time."""
     torch.manual_seed(0)
     transform = event_transform(name, True)
-    t = torch.arange(1, 5, dtype=torch.float32)[:, None, None, None]
+    t = torch.arange(1, 3, dtype=torch.float32)[:, None, None, None]
     kinds, flipped = set(), 0
-    for _ in range(60):
-        out = transform(t.expand(4, 2, 128, 128).clone())
-        assert out.shape == (4, 2, 48, 48)
+    left = torch.zeros(1, 2, 128, 128)
+    left[..., :64] = 1
+    for _ in range(40):
+        out = transform(t.expand(2, 2, 128, 128).clone())
+        assert out.shape == (2, 2, 48, 48)
         mask = out / t
         torch.testing.assert_close(mask, mask[:1].expand_as(mask))  # one draw for all frames (no temporal deletion)
         zero = mask[0, 0] < 0.5
@@ -369,9 +371,7 @@ def test_event_training_augmentation_moves_every_frame_alike(name):
                 distance = torch.hypot(rows - 23.5, cols - 23.5)
                 assert distance.min() > 20, 'rotation leaves the centre untouched'
                 kinds.add('corners')
-        left = torch.zeros(4, 2, 128, 128)
-        left[..., :64] = 1
-        flipped += bool(transform(left)[0, 0, 24, :6].sum() < transform(left)[0, 0, 24, -6:].sum())
+        out = transform(left)
+        flipped += bool(out[0, 0, 24, :6].sum() < out[0, 0, 24, -6:].sum())
     assert kinds == ({'none'} if name == 'dvsgesture' else {'none', 'square', 'corners'})
-    if name == 'dvsgesture':
-        assert 15 < flipped < 45
+    assert 8 < flipped < 32
