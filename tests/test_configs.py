@@ -2,7 +2,6 @@
 command line, on a tiny dataset in its real on-disk format (written once per session by
 ``formats``), at width 1/16 for one epoch of a few batches: E-I Init succeeds on the
 paper's preprocessing, an epoch's accuracy is printed and a checkpoint is written."""
-import math
 import re
 from pathlib import Path
 
@@ -58,7 +57,9 @@ def test_config_trains_end_to_end_on_its_dataset_in_the_real_format(path, data_d
     classify.main(argv)
     out = capsys.readouterr().out
     assert re.search(r'epoch 0: .*test loss \d+\.\d+ acc@1 \d+\.\d+', out), out
-    state = torch.load(tmp_path / 'run' / 'checkpoint_latest.pth', map_location='cpu', weights_only=False)
+    checkpoints = list((tmp_path / 'run').rglob('checkpoint_latest.pth'))  # in out_dir (or a run folder in it)
+    assert len(checkpoints) == 1, checkpoints
+    state = torch.load(checkpoints[0], map_location='cpu', weights_only=False)
     assert state['epoch'] == 0
     assert all(torch.isfinite(value).all() for value in state['model'].values() if value.is_floating_point())
     if config['norm'] == 'ei':
