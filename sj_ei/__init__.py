@@ -1,14 +1,15 @@
 """sj_ei: deep normalization-free spiking networks with excitatory-inhibitory
 layers (DeepEISNN, ICLR 2026) for spikingjelly."""
 from . import _compat  # noqa: F401  (first: adapts spikingjelly to numpy 2)
-from .layers import EIConv2d, EILinear, EIInitError
+from .layers import EIConv2d, EILinear
 from .neurons import IPopulation, e_population, EILIFNode
 from .block import EIBlock
-from .init import ei_init, ei_layers
+from .currents import EICurrents
+from .init import EIInitError, ei_init, ei_layers
 from .constraint import constrain, clamp_
 from . import models
 from . import convert
 
-__all__ = ['EIConv2d', 'EILinear', 'EIInitError', 'IPopulation', 'e_population', 'EILIFNode', 'EIBlock',
+__all__ = ['EIConv2d', 'EILinear', 'EIInitError', 'IPopulation', 'e_population', 'EILIFNode', 'EIBlock', 'EICurrents',
            'ei_init', 'ei_layers', 'constrain', 'clamp_', 'models', 'convert']
 __version__ = '0.1.0'

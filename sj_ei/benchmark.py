@@ -1,17 +1,25 @@
 """Benchmarks: training-step time and memory of E-I networks against the batch-norm SNN
-of the same shape, on the torch backend and (with a GPU and CuPy) the CuPy backend, in one run.
+of the same shape, for each LIF implementation and backend, in one run.
 
-    python -m sj_ei.benchmark -models vgg8,vgg16,resnet18 -shape cifar -b 16 -o results.json
+    python -m sj_ei.benchmark -models vgg8,vgg16,resnet18 -shape cifar -b 16 -floor -o results.json
+
+Rows: every (norm, neuron, backend) of each model.  ``norm``: ``ei`` (E-I layers), ``bn``
+(batch norm) and, with ``-floor``, ``bnwide`` (the batch-norm network doing the E-I network's
+convolutions, ``n_E + n_I`` channels: what E-I's arithmetic costs before any inhibition).
+``neuron`` (see ``neurons``): ``lif``, spikingjelly's ``LIFNode`` (the composable path: the E-I
+layer hands it ``I_int``), and ``eilif``, sj_ei's ``EILIFNode`` (E-I currents integrated with
+the LIF dynamics over all T in one pass; a plain fast LIF after batch norm).  Backends:
+``torch``, and on a GPU with CuPy also ``cupy``.
 
 Time: forward + backward + optimizer step + ``reset_net``, median, quartiles and range over
-``-repeats`` steps after ``-warmup`` steps.  The variants of one model are timed in turns,
-one step each, so that a load on the machine slows them alike.  Memory, measured with one
+``-repeats`` steps after ``-warmup`` steps (spikingjelly's TorchScript functions are
+re-optimized during the first steps).  The variants of one model are timed in turns, one
+step each, so that a load on the machine slows them alike.  Memory, measured with one
 variant alive at a time: the bytes of the tensors autograd saves for backward (exact and
 machine-independent; each storage counted once, parameters excluded and reported apart) and,
-on a GPU, the peak allocated memory of a step.  Ratios ("x BN") are against the batch-norm
-network of the same shape and backend measured in the same run.  ``-floor`` adds ``bnwide``,
-the batch-norm network doing the convolutions of the E-I network (``n_E + n_I`` channels):
-what E-I's arithmetic costs before any of its inhibition.
+on a GPU, the peak allocated memory of a step.  Ratios ("x BN") are against the fastest
+batch-norm row of the same model and backend in the same run (marked ``*``), so that the
+baseline has the fastest LIF available to it and the ratio measures E-I, not a slower neuron.
 """
 import argparse
 import gc
@@ -25,7 +33,7 @@ from importlib import metadata
 import torch
 import torch.nn.functional as F
 from torch import nn
-from spikingjelly.activation_based import functional, layer
+from spikingjelly.activation_based import functional, layer, neuron as sj_neuron
 
 import sj_ei
 
@@ -33,6 +41,28 @@ SHAPES = {'cifar': dict(in_channels=3, size=32, T=4, num_classes=10),
           'dvs': dict(in_channels=2, size=48, T=16, num_classes=11)}
 
 MIN_SIZE = {'vgg': 32, 'res': 8}  # five 2x2 poolings; three stride-2 stages
+
+
+def neurons() -> dict:
+    """The LIF implementations every network is timed with: name -> a factory of a multi-step
+    node with the paper's settings (``functional.set_backend`` then picks its backend)."""
+    found = {'lif': lambda: sj_ei.e_population(step_mode='m')}
+    if hasattr(sj_ei, 'EILIFNode'):  # sj_ei.neurons.EILIFNode (issue 12)
+        found['eilif'] = lambda: sj_ei.EILIFNode(step_mode='m')
+    return found
+
+
+def use_neuron(module: nn.Module, make) -> nn.Module:
+    """``module`` with every spikingjelly LIF node replaced by ``make()``; E-I blocks are rebuilt
+    around the new node, so that each layer hands its node what it takes (currents or ``I_int``)."""
+    for name, child in module.named_children():
+        if isinstance(child, sj_ei.EIBlock):
+            setattr(module, name, sj_ei.EIBlock(child.layer, make()))
+        elif isinstance(child, sj_neuron.LIFNode):
+            setattr(module, name, make())
+        else:
+            use_neuron(child, make)
+    return module
 
 
 def saved_bytes(forward, model: nn.Module) -> int:
@@ -92,7 +122,7 @@ def widen(model: nn.Module) -> nn.Module:
 class _Run:
     """One variant (model, norm, backend) ready to train on a fixed batch."""
 
-    def __init__(self, name, norm, backend, shape, batch, T, size, device, channels, seed=0):
+    def __init__(self, name, norm, neuron, backend, shape, batch, T, size, device, channels, seed=0):
         torch.manual_seed(seed)
         base = 'bn' if norm == 'bnwide' else norm
         if name == 'block':
@@ -102,6 +132,7 @@ class _Run:
             in_channels = shape['in_channels']
         if norm == 'bnwide':
             widen(self.model)
+        use_neuron(self.model, neurons()[neuron])
         self.model.to(device)
         self.device = device
         self.x = (torch.rand(T, batch, in_channels, size, size, device=device) < 0.2).float()
@@ -150,17 +181,18 @@ class _Run:
 
 
 def variants(device: torch.device, floor: bool = False):
-    """The (norm, backend) pairs to compare, and why CuPy rows are absent (None if present);
+    """The (norm, neuron, backend) triples to compare, and why CuPy rows are absent (None if present);
     ``floor`` adds the ``bnwide`` network (see ``_WideConv``)."""
-    pairs = [('bn', 'torch'), ('ei', 'torch')] + ([('bnwide', 'torch')] if floor else [])
+    norms = ['bn', 'ei'] + (['bnwide'] if floor else [])
+    triples = lambda backend: [(norm, neuron, backend) for norm in norms for neuron in neurons()]
     if device.type != 'cuda':
-        return pairs, f'no CuPy rows: the CuPy backend runs on a CUDA device, this run is on {device}'
+        return triples('torch'), f'no CuPy rows: the CuPy backend runs on a CUDA device, this run is on {device}'
     from . import cupy_backend
     try:
         cupy_backend.require_cupy(torch.empty(1, device=device))
     except cupy_backend.CupyUnavailableError as e:
-        return pairs, f'no CuPy rows: {e}'
-    return pairs + [('bn', 'cupy'), ('ei', 'cupy')], None
+        return triples('torch'), f'no CuPy rows: {e}'
+    return triples('torch') + triples('cupy'), None
 
 
 def spread(times) -> dict:
@@ -168,19 +200,23 @@ def spread(times) -> dict:
     return dict(median_s=statistics.median(times), q1_s=q1, q3_s=q3, min_s=min(times), max_s=max(times))
 
 
-def measure(name, pairs, shape, batch, T, size, device, warmup, repeats, channels):
-    """Rows for every (norm, backend) of model ``name``: memory with one variant alive at a time,
-    then step times taken in turns (one step of each variant per round)."""
-    make = lambda norm, backend: _Run(name, norm, backend, shape, batch, T, size, device, channels)
+def baseline(rows: list, backend: str) -> dict:
+    """The fastest batch-norm row of ``backend``: what the ratios are taken against."""
+    return min((r for r in rows if r['norm'] == 'bn' and r['backend'] == backend), key=lambda r: r['median_s'])
+
+
+def measure(name, triples, shape, batch, T, size, device, warmup, repeats, channels):
+    """Rows for every (norm, neuron, backend) of model ``name``: memory with one variant alive at a
+    time (after one step), then step times taken in turns (one step of each variant per round)."""
+    make = lambda norm, neuron, backend: _Run(name, norm, neuron, backend, shape, batch, T, size, device, channels)
     rows = []
-    for norm, backend in pairs:
-        run = make(norm, backend)
-        for _ in range(warmup):
-            run.step()
-        rows.append(dict(model=name, norm=norm, backend=backend, **run.memory()))
+    for norm, neuron, backend in triples:
+        run = make(norm, neuron, backend)
+        run.step()
+        rows.append(dict(model=name, norm=norm, neuron=neuron, backend=backend, **run.memory()))
         del run
         gc.collect()
-    runs = [make(norm, backend) for norm, backend in pairs]
+    runs = [make(*triple) for triple in triples]
     for run in runs:
         for _ in range(warmup):
             run.step()
@@ -191,7 +227,8 @@ def measure(name, pairs, shape, batch, T, size, device, warmup, repeats, channel
     for row, t in zip(rows, times):
         row.update(spread(t), times_s=t)
     for row in rows:
-        base = next(r for r in rows if r['norm'] == 'bn' and r['backend'] == row['backend'])
+        base = baseline(rows, row['backend'])
+        row['baseline'] = row is base
         row['time_ratio'] = row['median_s'] / base['median_s']
         row['saved_ratio'] = row['saved_bytes'] / base['saved_bytes']
         if 'peak_bytes' in row:
@@ -203,9 +240,9 @@ def run(models, shape_name, batch, T, size, device, warmup, repeats, channels, f
     """The whole benchmark as a JSON-ready dict (``rows``: one per model, norm and backend)."""
     shape = SHAPES[shape_name]
     T, size = T or shape['T'], size or shape['size']
-    pairs, skipped = variants(device, floor)
+    triples, skipped = variants(device, floor)
     rows = [row for name in models
-            for row in measure(name, pairs, shape, batch, T, size, device, warmup, repeats, channels)]
+            for row in measure(name, triples, shape, batch, T, size, device, warmup, repeats, channels)]
     machine = torch.cuda.get_device_name(device) if device.type == 'cuda' else _cpu_name()
     return dict(shape=shape_name, in_channels=shape['in_channels'], size=size, batch=batch, T=T,
                 device=str(device), machine=machine, threads=torch.get_num_threads(), torch=torch.__version__,
@@ -222,16 +259,18 @@ def _cpu_name() -> str:
 
 
 def table(result: dict) -> str:
-    """The results as a text table: absolute figures and ratios to the BN network."""
+    """The results as a text table: absolute figures and ratios to the baseline (``*``)."""
     gpu = any('peak_bytes' in r for r in result['rows'])
     head = (f"shape {result['shape']} ({result['in_channels']}x{result['size']}x{result['size']}), "
             f"batch {result['batch']}, T {result['T']}, device {result['device']} ({result['machine']}), "
-            f"{result['threads']} threads, median of {result['repeats']} steps; x BN: against bn of the same backend")
-    lines = [head, f"{'model':<10}{'norm':<8}{'backend':<9}{'step ms (q1-q3)':>24}{'x BN':>7}"
+            f"{result['threads']} threads, median of {result['repeats']} steps after {result['warmup']}; "
+            "x BN: against the fastest bn row of the same model and backend (*)")
+    lines = [head, f"{'model':<10}{'norm':<8}{'neuron':<8}{'backend':<9}{'step ms (q1-q3)':>24}{'x BN':>7}"
                    f"{'saved MB':>11}{'x BN':>7}" + (f"{'peak MB':>10}{'x BN':>7}" if gpu else '')]
     for r in result['rows']:
         spread_ms = f"{1e3 * r['median_s']:.1f} ({1e3 * r['q1_s']:.1f}-{1e3 * r['q3_s']:.1f})"
-        line = (f"{r['model']:<10}{r['norm']:<8}{r['backend']:<9}{spread_ms:>24}{r['time_ratio']:>7.2f}"
+        norm = r['norm'] + ('*' if r['baseline'] else '')
+        line = (f"{r['model']:<10}{norm:<8}{r['neuron']:<8}{r['backend']:<9}{spread_ms:>24}{r['time_ratio']:>7.2f}"
                 f"{r['saved_bytes'] / 2**20:>11.1f}{r['saved_ratio']:>7.2f}")
         if gpu:
             line += f"{r['peak_bytes'] / 2**20:>10.1f}{r['peak_ratio']:>7.2f}"
@@ -252,7 +291,9 @@ def main(argv=None):
     parser.add_argument('-size', type=int, default=None, help="input height and width (default: the shape's)")
     parser.add_argument('-device', default='cuda' if torch.cuda.is_available() else 'cpu')
     parser.add_argument('-threads', type=int, default=None, help="CPU threads for torch (default: torch's)")
-    parser.add_argument('-warmup', type=int, default=2, help='untimed steps per variant (default 2)')
+    parser.add_argument('-warmup', type=int, default=8,
+                        help="untimed steps per variant before timing (default 8: spikingjelly's TorchScript "
+                             'functions are re-optimized during the first steps)')
     parser.add_argument('-repeats', type=int, default=5, help='timed steps per variant (default 5)')
     parser.add_argument('-channels', type=int, default=64, help='input channels of the single block (default 64)')
     parser.add_argument('-floor', action='store_true',

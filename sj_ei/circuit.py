@@ -1,16 +1,19 @@
-"""The stateless math of one E-I layer: the torch specification of every backend.
+"""The E-I circuit: the one torch implementation of what an E-I layer computes (SPEC
+sections 1 and 4), used by every path.  ``run(layer, x)`` is every E-I layer's forward.
 
-Shapes: ``y`` is the output of the layer's one projection of the input ``x``
-(E and I channels together), ``[N, n_E + n_I, *S]`` where ``N`` is the number
-of samples (``T * B`` in multi-step mode) and ``S`` the spatial dimensions
-(none for a linear layer).  Everything here follows SPEC sections 1 and 4.
+Shapes: ``N`` samples (``T * B`` in multi-step mode), ``S`` the spatial dimensions
+(none for a linear layer).  The projection gives ``y = [I_EE; I_IE]``
+``[N, n_E + n_I, *S]``; the I population (the module ``layer.i_population``) gives
+``r_I [N, n_I, *S]``; both inhibition paths give ``I_EI`` and ``I_sh`` ``[N, n_E, *S]``.
 """
-from typing import Optional, Tuple
+from typing import Union
 
 import torch
 import torch.nn.functional as F
 
+from .currents import EICurrents, integrate
 
+OUTPUTS = ('current', 'currents')
 _LARGE_MAP = 64  # positions per map from which a batched matmul beats a 1x1 convolution
 
 
@@ -31,6 +34,10 @@ def _weight_grad(g: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
     if g.shape[-1] * g.shape[-2] >= _LARGE_MAP:  # per-sample products read the maps in place
         return torch.bmm(g.flatten(2), r.flatten(2).transpose(1, 2)).sum(0)
     return torch.einsum('nehw,nchw->ec', g, r)
+
+
+def _sum_per_channel(t: torch.Tensor) -> torch.Tensor:
+    return t.sum(0) if t.dim() == 2 else t.sum((0, 2, 3))
 
 
 class _Projection(torch.autograd.Function):
@@ -69,192 +76,143 @@ def project(x, weight_ee, weight_ie, conv=None):
     return _Projection.apply(x, weight_ee, weight_ie, conv)
 
 
-def _zero_floor(i_sh: torch.Tensor) -> Optional[Tuple[torch.Tensor, bool]]:
-    """``None`` when ``i_sh`` (``[N, ...]``) has no exact zero; else ``(floor, nonnegative)``:
-    ``floor [N]`` holds the value that replaces the zeros of each sample, its smallest
-    strictly positive value (``+inf`` if none), and ``nonnegative`` says that ``i_sh >= 0``
-    (Dale's law), where replacing the zeros is ``max(i_sh, floor)``.
-    Element-wise work stays in floating point (comparisons to bool masks are slow on the CPU)."""
-    lowest = i_sh.amin() if i_sh.numel() else i_sh.new_ones(())
-    if lowest > 0:  # the usual case, settled by one reduction
-        return None
-    if lowest == 0:  # x / sign(x) is x where x > 0 and NaN at the zeros
-        positive = torch.div(i_sh, i_sh.sign()).nan_to_num_(nan=torch.inf, posinf=torch.inf)
-        return positive.flatten(1).amin(dim=1), True
-    if not (i_sh == 0).any():  # negative values (no Dale's law) or NaN
-        return None
-    return torch.where(i_sh > 0, i_sh, torch.inf).flatten(1).amin(dim=1), False
+def zero_floor(i_sh: torch.Tensor) -> torch.Tensor:
+    """``[N, ...] -> [N]``: the smallest strictly positive value of each sample (``+inf`` if none),
+    which replaces the sample's exact zeros.  One reduction, no branch on the data."""
+    return torch.where(i_sh > 0, i_sh, torch.inf).flatten(1).amin(dim=1)
 
 
-def _replace_zeros(i_sh: torch.Tensor, floor: torch.Tensor, nonnegative: bool, out=None) -> torch.Tensor:
-    """``i_sh`` with its zeros replaced by ``floor`` (``[N]``, per sample; see ``_zero_floor``)."""
+def _replace_zeros_(i_sh: torch.Tensor, floor: torch.Tensor, nonnegative: bool) -> torch.Tensor:
+    """``i_sh`` with its exact zeros replaced by ``floor [N]`` (in place when ``nonnegative``).
+    Under Dale's law (``nonnegative``: ``W_EI``, ``g_I`` >= 0, so ``I_sh >= 0``) the floor is at
+    most every positive value of its sample, and replacing the zeros is ``max(I_sh, floor)``."""
     floor = floor.view(-1, *([1] * (i_sh.dim() - 1)))
-    if nonnegative:  # the floor is at most every positive value of its sample
-        return torch.maximum(i_sh, floor, out=out)
-    return torch.where(i_sh == 0, floor, i_sh, out=out)
+    if nonnegative:
+        return torch.maximum(i_sh, floor, out=i_sh)
+    return torch.where(i_sh == 0, floor, i_sh)
 
 
-def stabilize(i_sh: torch.Tensor) -> torch.Tensor:
-    """Adaptive stabilization (forward value only): every exact zero of ``i_sh`` is
-    replaced by the smallest strictly positive value of its sample (``+inf`` when the
-    sample has none).  ``i_sh``: ``[N, ...]``, one sample per index of dim 0."""
-    found = _zero_floor(i_sh)
-    return i_sh if found is None else _replace_zeros(i_sh, *found)
+def _stabilized_(i_sh, floor, eps, nonnegative):
+    """``I_sh~`` from ``I_sh`` (overwritten where possible): its zeros replaced by ``floor``, or
+    shifted by a fixed ``eps`` (the ablation; then ``floor`` is None)."""
+    return i_sh.add_(eps) if eps is not None else _replace_zeros_(i_sh, floor, nonnegative)
 
 
-class _StraightThrough(torch.autograd.Function):
-    """``I_sh~`` from ``I_sh`` and the per-sample ``floor``; the gradient passes straight through."""
-
-    @staticmethod
-    def forward(ctx, i_sh, floor, nonnegative):
-        return _replace_zeros(i_sh, floor, nonnegative)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return grad, None, None
-
-
-def _both_paths(weight_ei, gain_i, r):
-    """``(I_EI, I_sh)``, each ``[N, n_E, *S]``: ``W_EI r`` and ``(W_EI diag(g_I)) r``.
-    Two products, not one with ``[W_EI; W_EI diag(g_I)]``: on the CPU a fresh tensor over
-    32 MB (glibc's largest heap block) is mapped anew, page by page, at every call."""
-    return pointwise(weight_ei, r), pointwise(weight_ei * gain_i, r)
+def _through_inhibition(g_ei, g_sh, r, weight_ei, gain_i, shunting, sign):
+    """Backward of ``I_EI = W_EI r`` and ``I_sh = (W_EI diag(g_I)) r`` given ``sign * dL/dI_EI``
+    (``g_ei``) and ``sign * dL/dI_sh`` (``g_sh``, or None): ``(dL/dr, dL/dW_EI, dL/dg_I)``."""
+    grad_r = pointwise(sign * weight_ei.t(), g_ei)
+    m_ei = _weight_grad(g_ei, r) * sign
+    if g_sh is None:
+        return grad_r, m_ei, None
+    grad_r.add_(pointwise(sign * shunting.t(), g_sh))
+    m_sh = _weight_grad(g_sh, r) * sign                                          # sum of dL/dI_sh r^T
+    return grad_r, m_ei + m_sh * gain_i, (m_sh * weight_ei).sum(0)
 
 
-def inhibition(y, n_e, weight_ei, gain_i, i_population, eps=None):
-    """Split ``y`` into ``I_EE`` and ``I_IE`` and compute both inhibition paths (``_both_paths``).
-    Returns ``(I_EE, I_EI, I_sh~)``, each ``[N, n_E, *S]``; ``I_sh~``
-    is stabilized with a straight-through gradient (or shifted by a fixed ``eps``)."""
-    i_ee, i_ie = y[:, :n_e], y[:, n_e:]
-    i_ei, i_sh = _both_paths(weight_ei, gain_i, i_population(i_ie))
-    if eps is not None:
-        return i_ee, i_ei, i_sh + eps
-    with torch.no_grad():
-        found = _zero_floor(i_sh)
-    return i_ee, i_ei, (i_sh if found is None else _StraightThrough.apply(i_sh, *found))
+class _Circuit(torch.autograd.Function):
+    """Everything after the I population, with a written-out backward, for one ``kind`` of output:
+    ``'currents'``: ``(I_EI, I_sh~)``; ``'current'``: ``I_int = g_E (I_EE - I_EI) / I_sh~ + b_E``
+    (in ``sj_ei.currents.integrate``'s order of operations); ``'readout'``: ``I_EE - I_EI``.
 
-
-def integrate(i_ee, i_ei, i_sh, gain_e, bias):
-    """``I_int = g_E (I_EE - I_EI) / I_sh~ + b_E`` with per-channel ``g_E``, ``b_E`` ``[n_E]``,
-    in this order of operations (the CuPy kernel follows it, so spikes agree exactly).
-    Forward values only (no autograd through it)."""
-    return _integrate_difference(torch.sub(i_ee, i_ei), i_sh, gain_e, bias)
-
-
-def _integrate_difference(d, i_sh, gain_e, bias):
-    """``integrate`` from ``d = I_EE - I_EI``, which it leaves unchanged."""
-    shape = (-1, *([1] * (d.dim() - 2)))
-    out = torch.mul(d, gain_e.view(shape))
-    return torch.addcdiv(bias.view(shape), out, i_sh, out=out)  # b + 1 * (out / I_sh~): the same rounding
-
-
-def _at_least_float32(y: torch.Tensor) -> torch.Tensor:
-    return y if y.dtype in (torch.float32, torch.float64) else y.float()
-
-
-def _sum_per_channel(t: torch.Tensor) -> torch.Tensor:
-    return t.sum(0) if t.dim() == 2 else t.sum((0, 2, 3))
-
-
-class _EICurrent(torch.autograd.Function):
-    """``I_int`` (or the readout ``I_EE - I_EI``) from ``y``.
-
-    For backward it keeps ``d = I_EE - I_EI`` and ``I_IE`` (as many values as ``y``, which
-    is then freed), and the ``[N]`` replacement values when stabilization replaced zeros;
-    it recomputes ``r_I`` and ``I_sh`` (one point-wise product) instead of storing them,
-    so an E-I layer saves 1.25x the activations of a convolution followed by batch norm.
-    Under autocast ``d`` is kept in the dtype of ``y``.  Backward is written out: the
-    gradients of ``I_EE`` and ``I_sh`` are written into reused buffers, and those of
-    ``W_EI`` and ``g_I`` come from the two ``[n_E, n_I]`` sums of products.  The gradient
-    of ``weight_ei`` is multiplied by ``ei_grad_scale`` (SPEC section 4); the
-    stabilization passes the gradient of ``I_sh~`` straight through to ``I_sh``.
-    Computation is in float32 (or float64) even under autocast: half precision loses the division.
+    Saves ``r_I`` (which the I population's ReLU saves anyway), the ``[N]`` stabilization floor
+    and, for ``I_int``, ``d = I_EE - I_EI`` (in the dtype of ``I_EE``); ``I_sh~`` is recomputed in
+    backward (one point-wise product) instead of being stored.  Stabilization passes the gradient
+    straight through.  The gradient of ``weight_ei`` is multiplied by ``grad_scale`` (SPEC
+    section 4) here and nowhere else.  Computed in float32 (float64 for float64 input) with
+    autocast off; ``I_int`` and the readout are returned in ``dtype``.
     """
 
     @staticmethod
-    def forward(ctx, y, weight_ei, gain_i, gain_e, bias, n_e, i_population, eps, readout, ei_grad_scale):
-        ctx.config = (n_e, i_population, eps, readout, ei_grad_scale)
-        with torch.autocast(y.device.type, enabled=False):
-            y32 = _at_least_float32(y)
-            if readout:
-                ctx.save_for_backward(y, weight_ei)
-                return y32[:, :n_e] - pointwise(weight_ei, i_population(y32[:, n_e:]))
-            i_ie = y[:, n_e:].contiguous()
-            i_ei, i_sh = _both_paths(weight_ei, gain_i, i_population(_at_least_float32(i_ie)))
-            floor, ctx.nonnegative = None, True
-            if eps is not None:
-                i_sh.add_(eps)
-            elif (found := _zero_floor(i_sh)) is not None:
-                floor, ctx.nonnegative = found
-                _replace_zeros(i_sh, *found, out=i_sh)
-            d = torch.sub(y32[:, :n_e], i_ei, out=i_ei)
-            out = _integrate_difference(d, i_sh, gain_e, bias)
-            ctx.save_for_backward(d.to(y.dtype), i_ie, weight_ei, gain_i, gain_e, bias, floor)
-            return out
+    def forward(ctx, i_ee, r, weight_ei, gain_i, gain_e, bias, kind, eps, nonnegative, grad_scale, dtype):
+        compute = torch.promote_types(r.dtype, torch.float32)
+        ctx.config = (kind, eps, nonnegative, grad_scale, compute, None if i_ee is None else i_ee.dtype)
+        with torch.autocast(r.device.type, enabled=False):
+            r32, weight = r.to(compute), weight_ei.to(compute)
+            i_ei = pointwise(weight, r32)
+            if kind == 'readout':
+                ctx.save_for_backward(r, weight_ei)
+                return torch.sub(i_ee.to(compute), i_ei, out=i_ei).to(dtype)
+            gain = gain_i.to(compute)
+            i_sh = pointwise(weight * gain, r32)
+            floor = zero_floor(i_sh) if eps is None else None
+            i_sh = _stabilized_(i_sh, floor, eps, nonnegative)
+            if kind == 'currents':
+                ctx.save_for_backward(r, weight_ei, gain_i, floor)
+                return i_ei, i_sh
+            shape = (-1,) + (1,) * (i_sh.dim() - 2)
+            d = torch.sub(i_ee.to(compute), i_ei, out=i_ei)                              # I_EE - I_EI
+            out = torch.mul(d, gain_e.to(compute).view(shape))
+            out = torch.addcdiv(bias.to(compute).view(shape), out, i_sh, out=out)        # b + (d g) / I_sh~
+            ctx.save_for_backward(d.to(i_ee.dtype), r, weight_ei, gain_i, gain_e, bias, floor)
+            return out.to(dtype)
 
     @staticmethod
-    def backward(ctx, grad_out):
-        n_e, i_population, eps, readout, ei_grad_scale = ctx.config
-        if readout:
-            y, weight_ei = ctx.saved_tensors
-            i_ie = y[:, n_e:]
-        else:
-            d, i_ie, weight_ei, gain_i, gain_e, bias, floor = ctx.saved_tensors
-        with torch.autocast(grad_out.device.type, enabled=False):
-            with torch.enable_grad():
-                i_ie = _at_least_float32(i_ie).detach().requires_grad_()
-                r_i = i_population(i_ie)
-            r = r_i.detach()
-            if readout:
-                grad_r = pointwise(-weight_ei.t(), grad_out)
-                grad_i_ie, = torch.autograd.grad(r_i, i_ie, grad_r)
-                grad_y = torch.cat([grad_out, grad_i_ie], dim=1).to(y.dtype)
-                return grad_y, -_weight_grad(grad_out, r) * ei_grad_scale, None, None, None, None, None, None, None, None
+    def backward(ctx, *grads):
+        kind, eps, nonnegative, grad_scale, compute, ee_dtype = ctx.config
+        with torch.autocast(grads[0].device.type, enabled=False):
+            if kind == 'readout':
+                r, weight_ei = ctx.saved_tensors
+                grad_out = grads[0].to(compute)
+                grad_r, grad_w, _ = _through_inhibition(grad_out, None, r.to(compute), weight_ei.to(compute),
+                                                        None, None, -1.0)
+                return (grad_out.to(ee_dtype), grad_r.to(r.dtype), (grad_w * grad_scale).to(weight_ei.dtype),
+                        None, None, None, None, None, None, None, None)
+            if kind == 'currents':
+                r, weight_ei, gain_i, _ = ctx.saved_tensors
+                g_ei, g_sh = (g.to(compute) for g in grads)
+                r32, weight, gain = r.to(compute), weight_ei.to(compute), gain_i.to(compute)
+                grad_r, grad_w, grad_gain_i = _through_inhibition(g_ei, g_sh, r32, weight, gain, weight * gain, 1.0)
+                return (None, grad_r.to(r.dtype), (grad_w * grad_scale).to(weight_ei.dtype),
+                        grad_gain_i.to(gain_i.dtype), None, None, None, None, None, None, None)
+            d, r, weight_ei, gain_i, gain_e, bias, floor = ctx.saved_tensors
+            grad_out = grads[0].to(compute)
+            r32, weight, gain = r.to(compute), weight_ei.to(compute), gain_i.to(compute)
+            shunting = weight * gain
+            i_sh = _stabilized_(pointwise(shunting, r32), floor, eps, nonnegative)
             shape = (-1,) + (1,) * (d.dim() - 2)
-            shunting = weight_ei * gain_i                                                 # I_sh = W_EI diag(g_I) r
-            i_sh = pointwise(shunting, r)
-            if eps is not None:
-                i_sh.add_(eps)
-            elif floor is not None:
-                _replace_zeros(i_sh, floor, ctx.nonnegative, out=i_sh)
-            grad_y = grad_out.new_empty((d.shape[0], n_e + i_ie.shape[1], *d.shape[2:]))
-            q = torch.mul(grad_out, gain_e.view(shape), out=grad_y[:, :n_e]).div_(i_sh)  # dL/dI_EE = -dL/dI_EI
-            normalized = torch.div(_at_least_float32(d), i_sh, out=i_sh)                # (I_EE - I_EI) / I_sh~
+            q = torch.mul(grad_out, gain_e.to(compute).view(shape)).div_(i_sh)      # dL/dI_EE = -dL/dI_EI
+            normalized = torch.div(d.to(compute), i_sh, out=i_sh)                     # (I_EE - I_EI) / I_sh~
             product = grad_out * normalized
             grad_gain_e = _sum_per_channel(product)
             grad_bias = _sum_per_channel(grad_out)
-            q_n = torch.mul(q, normalized, out=product)                                  # = -dL/dI_sh
-            grad_r = pointwise(-weight_ei.t(), q).add_(pointwise(-shunting.t(), q_n))
-            grad_y[:, n_e:], = torch.autograd.grad(r_i, i_ie, grad_r)
-            m_q, m_n = _weight_grad(q, r), _weight_grad(q_n, r)                          # sums of q r^T, q_n r^T
-            grad_weight_ei = -(m_q + m_n * gain_i)
-            grad_gain_i = -(m_n * weight_ei).sum(0)
-        return (grad_y.to(d.dtype), grad_weight_ei * ei_grad_scale, grad_gain_i, grad_gain_e, grad_bias,
+            q_n = torch.mul(q, normalized, out=product)                               # = -dL/dI_sh
+            grad_r, grad_w, grad_gain_i = _through_inhibition(q, q_n, r32, weight, gain, shunting, -1.0)
+        return (q.to(ee_dtype), grad_r.to(r.dtype), (grad_w * grad_scale).to(weight_ei.dtype),
+                grad_gain_i.to(gain_i.dtype), grad_gain_e.to(gain_e.dtype), grad_bias.to(bias.dtype),
                 None, None, None, None, None)
 
 
-def ei_current(y, n_e, weight_ei, gain_i, gain_e, bias, i_population, eps=None, readout=False, ei_grad_scale=1.0):
-    """``[N, n_E + n_I, *S] -> [N, n_E, *S]``: the E-I layer's output current from its projection ``y``.
+def run(layer, x: torch.Tensor) -> Union[torch.Tensor, EICurrents]:
+    """An E-I layer's output for its (checked) input ``x`` (``[N, ...]``, or ``[T, B, ...]`` in
+    multi-step mode): ``I_int`` (``layer.output == 'current'``; readout layers: ``I_EE - I_EI``)
+    or the ``EICurrents`` a fused E population integrates (``'currents'``), each ``[.., n_E, ..]``.
 
-    ``eps=None`` selects adaptive stabilization; a float is the fixed-epsilon ablation.
-    ``readout=True`` gives ``I_EE - I_EI`` (``gain_i``, ``gain_e``, ``bias`` unused, may be None).
+    ``layer.division`` (None, or a callable ``I_sh~ -> I_sh'`` with its own gradient) replaces
+    ``I_sh~`` before the division; then ``I_int`` is ``sj_ei.currents.integrate`` of the currents.
     """
-    return _EICurrent.apply(y, weight_ei, gain_i, gain_e, bias, n_e, i_population, eps, readout, ei_grad_scale)
-
-
-class _ScaleGrad(torch.autograd.Function):
-    """Identity forward; the gradient is multiplied by ``scale``."""
-
-    @staticmethod
-    def forward(ctx, x, scale):
-        ctx.scale = scale
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return grad * ctx.scale, None
-
-
-def scale_grad(x: torch.Tensor, scale: float) -> torch.Tensor:
-    """``x`` whose gradient is multiplied by ``scale`` (the ``1/d`` scaling of ``W_EI``)."""
-    return x if scale == 1.0 else _ScaleGrad.apply(x, scale)
+    if layer.output not in OUTPUTS:
+        raise ValueError(f'{type(layer).__name__}: output must be one of {OUTPUTS}, got {layer.output!r}')
+    steps = x.shape[:2] if layer.step_mode == 'm' else None
+    flat = x.flatten(0, 1) if steps is not None else x
+    i_ee, i_ie = layer.project(flat).split([layer.n_e, layer.n_i], dim=1)
+    r = layer.i_population(i_ie)
+    config = (layer.eps, layer.sign_constraint, 1.0 / layer.fan_in if layer.grad_scale else 1.0, x.dtype)
+    if layer.readout:
+        if layer.output != 'current':
+            raise ValueError(f"{type(layer).__name__}: a readout layer outputs I_EE - I_EI (output='current'), "
+                             f"it has no E population to hand currents to; got output={layer.output!r}")
+        out = _Circuit.apply(i_ee, r, layer.weight_ei, None, None, None, 'readout', *config)
+    elif layer.output == 'current' and layer.division is None:
+        out = _Circuit.apply(i_ee, r, layer.weight_ei, layer.gain_i, layer.gain_e, layer.bias, 'current', *config)
+    else:
+        i_ei, i_sh = _Circuit.apply(None, r, layer.weight_ei, layer.gain_i, None, None, 'currents', *config)
+        if layer.division is not None:
+            i_sh = layer.division(i_sh)
+        currents = EICurrents(i_ee, i_ei, i_sh, layer.gain_e, layer.bias)
+        if layer.output == 'currents':
+            if steps is None:
+                return currents
+            return currents._replace(**{k: getattr(currents, k).unflatten(0, steps) for k in ('i_ee', 'i_ei', 'i_sh')})
+        out = integrate(currents, channel_dim=1).to(x.dtype)
+    return out.unflatten(0, steps) if steps is not None else out

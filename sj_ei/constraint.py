@@ -2,15 +2,22 @@
 import torch
 from torch import nn
 
-from .layers import _EILayer
+from .init import ei_layers
+
+CONSTRAINED = ('weight_ee', 'weight_ie', 'weight_ei', 'gain_i', 'gain_e')
 
 
+@torch.no_grad()
 def clamp_(net: nn.Module) -> nn.Module:
     """Clamp ``weight_ee``, ``weight_ie``, ``weight_ei``, ``gain_i``, ``gain_e`` of every E-I
-    layer of ``net`` to ``>= 0``; ``bias`` stays free."""
-    for m in net.modules():
-        if isinstance(m, _EILayer):
-            m.clamp_()
+    layer of ``net`` (``net`` itself may be one) to ``>= 0``; ``bias`` stays free, and layers
+    built with ``sign_constraint=False`` are left alone."""
+    for _, layer in ei_layers(net):
+        if layer.sign_constraint:
+            for name in CONSTRAINED:
+                p = getattr(layer, name)
+                if p is not None:
+                    p.clamp_(min=0)
     return net
 
 

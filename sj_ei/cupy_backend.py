@@ -1,23 +1,43 @@
-"""sj_ei's multi-step CuPy backend: E-I integration fused with the LIF dynamics.
+"""sj_ei's multi-step CuPy backend: LIF neurons over all T steps in one kernel, driven either by
+an E-I layer's currents (the integration fused in) or by a plain input current.
 
-For every E neuron one CUDA thread runs the whole time loop
+API (what ``EILIFNode``'s ``'cupy'`` backend calls)::
 
-    I_int[t] = g_E (I_EE[t] - I_EI[t]) / I_sh~[t] + b_E            (SPEC section 1)
-    H[t] = charge(V[t-1], I_int[t]);  S[t] = Heaviside(H[t] - v_th);  V[t] = reset(H[t], S[t])
+    config = LIFConfig.of(node)        # from a spikingjelly LIFNode; or LIFConfig(tau=2.0, ...)
+    spikes, v_seq, v_last = fused_ei_lif(currents, v_init, config, store_v_seq=False)
+    spikes, v_seq, v_last = fused_lif(x_seq, v_init, config, store_v_seq=False)
 
-so ``I_int`` never reaches memory; it saves ``H`` and ``(I_EE - I_EI) / I_sh~`` (float32)
-for the backward kernel, which runs the sigmoid surrogate gradient back through time and
-writes the gradients of ``I_EE``, ``I_EI``, ``I_sh~`` and the per-neuron parts of those of
-``g_E``, ``b_E`` and the initial potential.  The forward arithmetic is that of
-``sj_ei.circuit.integrate`` followed by spikingjelly's ``LIFNode`` (torch backend), operation
-by operation, with round-to-nearest intrinsics so that no fused multiply-add changes a spike.
+- ``currents``: an ``sj_ei.EICurrents(i_ee, i_ei, i_sh, gain_e, bias)`` (or the same five as a
+  tuple): CUDA tensors ``[T, N, C, *S]`` (``i_sh`` stabilized; ``+inf`` gives ``I_int = b_E``)
+  and ``[C]``; the kernel computes ``I_int = b_E + (I_EE - I_EI) g_E / I_sh~``, operation by
+  operation as ``sj_ei.currents.integrate``, without writing it to memory.
+- ``x_seq``: a CUDA tensor ``[T, N, *F]``, the input current ``I[t]`` itself.
+- ``v_init``: the neurons' potential before step 0: a float (``node.v`` after ``reset_net``)
+  or a tensor broadcastable to one step's shape ``[N, ...]``.
+- Returns ``spikes [T, N, ...]``, ``v_seq [T, N, ...]`` (``V[t]`` after the reset, what
+  spikingjelly stores as ``node.v_seq``) or ``None`` unless ``store_v_seq``, and
+  ``v_last [N, ...]`` (the new ``node.v``).  All three are float32; all are differentiable
+  (surrogate gradient through the spikes) with respect to every tensor argument.
 
-Kernels are CUDA C generated from Python, one per (LIF configuration, storage dtype), and
-compiled by CuPy on first use.  Currents may be float32, float16 or bfloat16 (autocast);
-the kernels always compute in float32 (half precision would lose the division), read
-half values through header-free conversions, and write spikes and current gradients in
-the currents' dtype.
+dtypes: currents may be float32, float16 or bfloat16 (under autocast), also mixed (promoted).
+The kernels read 16-bit values in place and compute in float32 (a 16-bit division would lose
+the integration), so the outputs are float32, as the torch path computing in float32 gives;
+the gradients of the currents come back in their own dtype.
+
+Dynamics, per neuron and step (spikingjelly ``LIFNode``, any ``tau``, ``decay_input``,
+``v_reset``, ``detach_reset``)::
+
+    H[t] = charge(V[t-1], I[t]);  S[t] = Heaviside(H[t] - v_th);  V[t] = reset(H[t], S[t])
+
+with round-to-nearest intrinsics in the forward so that no fused multiply-add changes a
+spike: spikes equal spikingjelly's torch backend exactly.  The backward kernel runs the
+surrogate derivative back through time; supported surrogates are spikingjelly's ``Sigmoid``
+(``sigma'(alpha x) alpha``) and ``ATan`` (``alpha / 2 / (1 + (pi / 2 alpha x)^2)``), the
+formulas of ``spikingjelly.activation_based.surrogate``, written here (sj_ei does not use
+spikingjelly's ``cuda_codes``).  One kernel is generated per (``LIFConfig``, input kind,
+storage dtype) as header-free CUDA C and compiled by CuPy (NVRTC) on first use.
 """
+import dataclasses
 import hashlib
 import math
 from functools import lru_cache
@@ -27,6 +47,7 @@ import numpy as np
 import torch
 
 BLOCK = 256
+SURROGATES = {'sigmoid': 'Sigmoid', 'atan': 'ATan'}  # LIFConfig.surrogate -> spikingjelly surrogate class
 _HINT = "use backend='torch' (functional.set_backend(net, 'torch')) or move the network and its input to a CUDA device"
 
 
@@ -65,17 +86,45 @@ def _f(value: float) -> str:
     return f'({text}f)' if any(ch in text for ch in '.e') else f'({text}.0f)'
 
 
-class LIFConfig(NamedTuple):
-    """The spikingjelly ``LIFNode`` arguments a kernel is generated for (sigmoid surrogate)."""
-    tau: float
-    v_threshold: float
-    detach_reset: bool
-    surrogate_alpha: float
-    decay_input: bool = False
+@dataclasses.dataclass(frozen=True)
+class LIFConfig:
+    """What a kernel is generated for: spikingjelly ``LIFNode`` arguments and the surrogate
+    (``'sigmoid'`` or ``'atan'``, with its ``alpha``).  The defaults are the paper's E population."""
+    tau: float = 2.0
+    v_threshold: float = 1.0
     v_reset: Optional[float] = None
+    decay_input: bool = False
+    detach_reset: bool = True
+    surrogate: str = 'sigmoid'
+    surrogate_alpha: float = 4.0
+
+    def __post_init__(self):
+        if self.surrogate not in SURROGATES:
+            raise ValueError(f"backend 'cupy' supports the surrogates {', '.join(map(repr, SURROGATES))} "
+                             f"(spikingjelly's surrogate.Sigmoid and surrogate.ATan), got {self.surrogate!r}; "
+                             "use one of them, or backend='torch'")
+        numbers = (self.tau, self.v_threshold, self.surrogate_alpha, self.v_reset or 0.0)
+        if not all(math.isfinite(x) for x in numbers) or self.tau <= 0:
+            raise ValueError(f'LIFConfig needs tau > 0 and finite v_threshold, v_reset, surrogate_alpha, got {self}')
+
+    @classmethod
+    def of(cls, node) -> 'LIFConfig':
+        """The configuration of a spikingjelly ``LIFNode`` (or subclass, e.g. ``sj_ei.EILIFNode``)."""
+        from spikingjelly.activation_based import surrogate as sj_surrogate
+        function = node.surrogate_function
+        surrogate = next((key for key, name in SURROGATES.items() if isinstance(function, getattr(sj_surrogate, name))),
+                         None)
+        if surrogate is None:
+            raise ValueError(f"backend 'cupy' supports the surrogates surrogate.Sigmoid and surrogate.ATan, got "
+                             f"{type(function).__name__}; use one of them, or backend='torch'")
+        if not function.spiking:
+            raise ValueError(f"backend 'cupy' fires spikes, but {type(function).__name__}(spiking=False) asks for the "
+                             "smooth function instead: use spiking=True, or backend='torch'")
+        return cls(float(node.tau), float(node.v_threshold), None if node.v_reset is None else float(node.v_reset),
+                   bool(node.decay_input), bool(node.detach_reset), surrogate, float(function.alpha))
 
     def charge(self) -> str:
-        """C expression of ``H`` from ``v`` (``V[t-1]``) and ``x`` (``I_int[t]``), as spikingjelly writes it."""
+        """C expression of ``H`` from ``v`` (``V[t-1]``) and ``x`` (``I[t]``), as spikingjelly writes it."""
         tau, reset0 = _f(self.tau), self.v_reset is None or self.v_reset == 0.0
         if self.decay_input:
             leaked = 'v' if reset0 else f'__fsub_rn(v, {_f(self.v_reset)})'
@@ -90,8 +139,17 @@ class LIFConfig(NamedTuple):
             return f'__fsub_rn(h, __fmul_rn(s, {_f(self.v_threshold)}))'
         return f'__fadd_rn(__fmul_rn(__fsub_rn(1.0f, s), h), __fmul_rn(s, {_f(self.v_reset)}))'
 
+    def surrogate_derivative(self) -> str:
+        """C statements defining ``sg``, the surrogate's derivative at ``over = H[t] - v_th``."""
+        alpha = self.surrogate_alpha
+        if self.surrogate == 'sigmoid':
+            return (f'        const float sig = 1.0f / (1.0f + expf(-(over * {_f(alpha)})));\n'
+                    f'        const float sg = (1.0f - sig) * sig * {_f(alpha)};\n')
+        return (f'        const float a = {_f(math.pi / 2 * alpha)} * over;\n'
+                f'        const float sg = (1.0f / (1.0f + a * a)) * {_f(alpha / 2)};\n')
+
     def reset_derivative(self) -> str:
-        """C expression of ``dV[t]/dH[t]`` from ``h``, ``s`` and the surrogate derivative ``sg``."""
+        """C expression of ``dV[t]/dH[t]`` from ``h``, ``s`` and ``sg``."""
         if self.v_reset is None:
             return '1.0f' if self.detach_reset else f'(1.0f - {_f(self.v_threshold)} * sg)'
         if self.detach_reset:
@@ -99,7 +157,7 @@ class LIFConfig(NamedTuple):
         return f'((1.0f - s) + ({_f(self.v_reset)} - h) * sg)'
 
     def input_derivative(self) -> str:
-        """``dH[t]/dI_int[t]``."""
+        """``dH[t]/dI[t]``."""
         return _f(1.0 / self.tau) if self.decay_input else '1.0f'
 
     def leak(self) -> str:
@@ -155,89 +213,95 @@ __device__ __forceinline__ unsigned short sj_ei_f32_to_bf16(float f) {
 #endif
 '''
 
-_LOCATE = '''
+# The thread's neuron i; for E-I currents also its sample in the batch and its channel c.
+_LOCATE = {'plain': '''
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= numel) return;''', 'ei': '''
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= numel) return;
     const int sample = i / per_sample;           /* b: the index of the sample in the batch */
     const int j = i - sample * per_sample;       /* the position inside the sample [C, *S] */
     const int c = j / inner;
-    const long long batch = numel / per_sample;'''
+    const long long batch = numel / per_sample;'''}
+KINDS = tuple(_LOCATE)
 
 
-def _kernel(kind: str, config: LIFConfig, dtype: torch.dtype, params: tuple, body: str) -> Kernel:
+def _kernel(direction: str, kind: str, config: LIFConfig, dtype: torch.dtype, params: tuple, body: str) -> Kernel:
     tag, *_ = _STORAGE[dtype]
-    digest = hashlib.sha1(repr(tuple(config)).encode()).hexdigest()[:12]
-    name = f'sj_ei_lif_{kind}_{tag}_{digest}'
+    digest = hashlib.sha1(repr(dataclasses.astuple(config)).encode()).hexdigest()[:12]
+    name = f'sj_ei_lif_{kind}_{direction}_{tag}_{digest}'
     signature = ', '.join(f'{t} {n}' for t, n in params)
     prelude = CONVERSIONS if dtype != torch.float32 else ''
-    return Kernel(name, f'{prelude}extern "C" __global__ void {name}({signature})\n{{{_LOCATE}{body}}}\n', params)
+    return Kernel(name, f'{prelude}extern "C" __global__ void {name}({signature})\n{{{_LOCATE[kind]}{body}}}\n',
+                  params)
+
+
+_GEOMETRY = {'plain': (('int', 'T'), ('int', 'numel')),
+             'ei': (('int', 'T'), ('int', 'numel'), ('int', 'per_sample'), ('int', 'inner'))}
 
 
 @lru_cache(maxsize=None)
-def forward_kernel(config: LIFConfig, dtype: torch.dtype = torch.float32) -> Kernel:
-    """The forward kernel: one thread per neuron (``numel = N * C * prod(S)`` of them), looping over T."""
-    _, scalar, load, store = _STORAGE[dtype]
-    params = ((f'const {scalar}* __restrict__', 'i_ee'), ('long long', 'ee_stride'),
-              (f'const {scalar}* __restrict__', 'i_ei'), ('long long', 'ei_stride'),
-              (f'const {scalar}* __restrict__', 'i_sh'), ('long long', 'sh_stride'),
-              ('const float* __restrict__', 'gain_e'), ('const float* __restrict__', 'bias'),
-              ('const float* __restrict__', 'v_init'), ('int', 'v_init_step'),
-              (f'{scalar}* __restrict__', 'spike_seq'), ('float* __restrict__', 'h_seq'),
-              ('float* __restrict__', 'n_seq'), ('float* __restrict__', 'v_last'),
-              ('int', 'T'), ('int', 'numel'), ('int', 'per_sample'), ('int', 'inner'))
-    ee, ei, sh = (load.format(f'i_{x}[n * {x}_stride + j]') for x in ('ee', 'ei', 'sh'))
-    body = f'''
-    const float g = gain_e[c];
-    const float bias_c = bias[c];
-    float v = v_init[i * v_init_step];
-    for (int t = 0; t < T; ++t) {{
-        const long long n = t * batch + sample;
+def forward_kernel(config: LIFConfig, kind: str = 'ei', dtype: torch.dtype = torch.float32) -> Kernel:
+    """The forward kernel for ``kind`` 'ei' (currents) or 'plain' (``x_seq``): one thread per
+    neuron (``numel`` of one time step), looping over T; ``save`` != 0 writes what backward needs."""
+    _, scalar, load, _ = _STORAGE[dtype]
+    if kind == 'ei':
+        inputs = ((f'const {scalar}* __restrict__', 'i_ee'), ('long long', 'ee_stride'),
+                  (f'const {scalar}* __restrict__', 'i_ei'), ('long long', 'ei_stride'),
+                  (f'const {scalar}* __restrict__', 'i_sh'), ('long long', 'sh_stride'),
+                  ('const float* __restrict__', 'gain_e'), ('const float* __restrict__', 'bias'))
+        saved = (('float* __restrict__', 'h_seq'), ('float* __restrict__', 'n_seq'))
+        ee, ei, sh = (load.format(f'i_{x}[n * {x}_stride + j]') for x in ('ee', 'ei', 'sh'))
+        prologue = '    const float g = gain_e[c];\n    const float bias_c = bias[c];\n'
+        current = f'''        const long long n = t * batch + sample;
         const float diff = __fsub_rn({ee}, {ei});
         const float sh = {sh};
         const float x = __fadd_rn(__fdiv_rn(__fmul_rn(diff, g), sh), bias_c);
-        const float h = {config.charge()};
+'''
+        save = 'if (save) { h_seq[k] = h; n_seq[k] = __fdiv_rn(diff, sh); }'
+    else:
+        inputs = ((f'const {scalar}* __restrict__', 'x_seq'), ('long long', 'x_stride'))
+        saved = (('float* __restrict__', 'h_seq'),)
+        prologue = ''
+        current = f'        const float x = {load.format("x_seq[t * x_stride + i]")};\n'
+        save = 'if (save) h_seq[k] = h;'
+    params = (inputs + (('const float* __restrict__', 'v_init'), ('int', 'v_init_step'),
+                        ('float* __restrict__', 'spike_seq'), ('float* __restrict__', 'v_seq'), ('int', 'store_v_seq'))
+              + saved + (('int', 'save'), ('float* __restrict__', 'v_last')) + _GEOMETRY[kind])
+    body = f'''
+{prologue}    float v = v_init[i * v_init_step];
+    for (int t = 0; t < T; ++t) {{
+{current}        const float h = {config.charge()};
         const float s = __fsub_rn(h, {_f(config.v_threshold)}) >= 0.0f ? 1.0f : 0.0f;
         const long long k = (long long)t * numel + i;
-        h_seq[k] = h;
-        n_seq[k] = __fdiv_rn(diff, sh);
-        spike_seq[k] = {store.format('s')};
+        spike_seq[k] = s;
+        {save}
         v = {config.reset()};
+        if (store_v_seq) v_seq[k] = v;
     }}
     v_last[i] = v;
 '''
-    return _kernel('forward', config, dtype, params, body)
+    return _kernel('forward', kind, config, dtype, params, body)
 
 
 @lru_cache(maxsize=None)
-def backward_kernel(config: LIFConfig, dtype: torch.dtype = torch.float32) -> Kernel:
-    """The backward kernel: the surrogate gradient back through time, one thread per neuron."""
+def backward_kernel(config: LIFConfig, kind: str = 'ei', dtype: torch.dtype = torch.float32) -> Kernel:
+    """The backward kernel: the surrogate gradient back through time, one thread per neuron.
+    A ``*_step`` of 0 reads an absent gradient as a single 0."""
     _, scalar, load, store = _STORAGE[dtype]
-    params = ((f'const {scalar}* __restrict__', 'grad_spike_seq'), ('int', 'grad_spike_step'),
-              ('const float* __restrict__', 'grad_v_last'), ('int', 'grad_v_step'),
-              ('const float* __restrict__', 'h_seq'), ('const float* __restrict__', 'n_seq'),
-              (f'const {scalar}* __restrict__', 'i_sh'), ('long long', 'sh_stride'),
-              ('const float* __restrict__', 'gain_e'),
-              (f'{scalar}* __restrict__', 'grad_i_ee'), (f'{scalar}* __restrict__', 'grad_i_ei'),
-              (f'{scalar}* __restrict__', 'grad_i_sh'), ('float* __restrict__', 'grad_v_init'),
-              ('float* __restrict__', 'grad_gain_e'), ('float* __restrict__', 'grad_bias'),
-              ('int', 'T'), ('int', 'numel'), ('int', 'per_sample'), ('int', 'inner'))
-    alpha = _f(config.surrogate_alpha)
-    grad_spike = load.format('grad_spike_seq[k * grad_spike_step]')
-    spike = '' if config.v_reset is None else '        const float s = over >= 0.0f ? 1.0f : 0.0f;\n'
-    body = f'''
-    const float g = gain_e[c];
-    float grad_v = grad_v_last[i * grad_v_step];
-    float grad_g = 0.0f;
-    float grad_b = 0.0f;
-    for (int t = T - 1; t >= 0; --t) {{
-        const long long n = t * batch + sample;
-        const long long k = (long long)t * numel + i;
-        const float h = h_seq[k];
-        const float over = __fsub_rn(h, {_f(config.v_threshold)});
-{spike}        const float sig = 1.0f / (1.0f + expf(-(over * {alpha})));
-        const float sg = (1.0f - sig) * sig * {alpha};
-        const float grad_h = {grad_spike} * sg + grad_v * {config.reset_derivative()};
-        const float grad_x = grad_h * {config.input_derivative()};
+    grads_in = (('const float* __restrict__', 'grad_spike_seq'), ('int', 'grad_spike_step'),
+                ('const float* __restrict__', 'grad_v_seq'), ('int', 'grad_v_seq_step'),
+                ('const float* __restrict__', 'grad_v_last'), ('int', 'grad_v_step'),
+                ('const float* __restrict__', 'h_seq'))
+    if kind == 'ei':
+        params = grads_in + (('const float* __restrict__', 'n_seq'),
+                             (f'const {scalar}* __restrict__', 'i_sh'), ('long long', 'sh_stride'),
+                             ('const float* __restrict__', 'gain_e'),
+                             (f'{scalar}* __restrict__', 'grad_i_ee'), (f'{scalar}* __restrict__', 'grad_i_ei'),
+                             (f'{scalar}* __restrict__', 'grad_i_sh'), ('float* __restrict__', 'grad_v_init'),
+                             ('float* __restrict__', 'grad_gain_e'), ('float* __restrict__', 'grad_bias'))
+        prologue = '    const float g = gain_e[c];\n    float grad_g = 0.0f;\n    float grad_b = 0.0f;\n'
+        to_input = f'''        const long long n = t * batch + sample;
         const float grad_ee = grad_x * g / {load.format('i_sh[n * sh_stride + j]')};
         const float normalized = n_seq[k];
         grad_i_ee[k] = {store.format('grad_ee')};
@@ -245,13 +309,27 @@ def backward_kernel(config: LIFConfig, dtype: torch.dtype = torch.float32) -> Ke
         grad_i_sh[k] = {store.format('-grad_ee * normalized')};
         grad_g += grad_x * normalized;
         grad_b += grad_x;
-        grad_v = grad_h * {config.leak()};
+'''
+        epilogue = '    grad_gain_e[i] = grad_g;\n    grad_bias[i] = grad_b;\n'
+    else:
+        params = grads_in + ((f'{scalar}* __restrict__', 'grad_x_seq'), ('float* __restrict__', 'grad_v_init'))
+        prologue, epilogue = '', ''
+        to_input = f'        grad_x_seq[k] = {store.format("grad_x")};\n'
+    spike = '' if config.v_reset is None else '        const float s = over >= 0.0f ? 1.0f : 0.0f;\n'
+    body = f'''
+{prologue}    float grad_v = grad_v_last[i * grad_v_step];
+    for (int t = T - 1; t >= 0; --t) {{
+        const long long k = (long long)t * numel + i;
+        grad_v += grad_v_seq[k * grad_v_seq_step];
+        const float h = h_seq[k];
+        const float over = __fsub_rn(h, {_f(config.v_threshold)});
+{spike}{config.surrogate_derivative()}        const float grad_h = grad_spike_seq[k * grad_spike_step] * sg + grad_v * {config.reset_derivative()};
+        const float grad_x = grad_h * {config.input_derivative()};
+{to_input}        grad_v = grad_h * {config.leak()};
     }}
     grad_v_init[i] = grad_v;
-    grad_gain_e[i] = grad_g;
-    grad_bias[i] = grad_b;
-'''
-    return _kernel('backward', config, dtype, params, body)
+{epilogue}'''
+    return _kernel('backward', kind, config, dtype, params + _GEOMETRY[kind], body)
 
 
 @lru_cache(maxsize=None)
@@ -280,67 +358,158 @@ def _launch(kernel: Kernel, grid: tuple, block: tuple, args: list) -> None:
             _cupy_kernel(kernel.name, kernel.source)(grid, block, values)
 
 
-def _samples(x: torch.Tensor):
-    """``(flat, stride)``: ``x [T, N, *F]`` as ``[T * N, prod(F)]`` with contiguous rows ``stride``
-    elements apart (a view when the layout allows, e.g. a channel slice; else a contiguous copy)."""
-    flat = x.reshape(x.shape[0] * x.shape[1], -1)
+def _grid(numel: int):
+    return (math.ceil(numel / BLOCK),), (BLOCK,)
+
+
+def _rows(x: torch.Tensor, rows: int):
+    """``(flat, stride)``: ``x`` as ``[rows, -1]`` with contiguous rows ``stride`` elements apart
+    (a view when the layout allows, e.g. a channel slice; else a contiguous copy)."""
+    flat = x.reshape(rows, -1)
     if flat.shape[1] > 1 and flat.stride(1) != 1:
         flat = flat.contiguous()
     return flat, flat.stride(0)
 
 
+def _state(v_init: torch.Tensor, step_shape):
+    """``(v0, step)``: the initial potential as float32, one value for all (step 0) or one per neuron."""
+    if v_init.numel() == 1:
+        return v_init.detach().float().reshape(1), 0
+    return v_init.detach().float().expand(step_shape).contiguous(), 1
+
+
+def _outputs(T: int, step_shape, device, store_v_seq: bool, save_count: int, save: bool):
+    """Float32 ``spikes [T, *step]``, ``v_seq`` (or a placeholder), ``v_last`` and the saved sequences."""
+    numel = step_shape.numel()
+    spikes = torch.empty((T, *step_shape), device=device)
+    v_seq = torch.empty((T, *step_shape) if store_v_seq else (1,), device=device)
+    saved = [torch.empty((T, numel) if save else (1,), device=device) for _ in range(save_count)]
+    return spikes, v_seq, torch.empty(step_shape, device=device), saved
+
+
+def _grad_args(grad_spikes, grad_v_seq, grad_v_last, device):
+    """The three incoming gradients as (tensor, step) kernel arguments; an absent one reads as 0."""
+    zero = torch.zeros(1, device=device)
+    return [a for g in (grad_spikes, grad_v_seq, grad_v_last)
+            for a in ((zero, 0) if g is None else (g.float().contiguous(), 1))]
+
+
 class _FusedEILIF(torch.autograd.Function):
-    """``(i_ee, i_ei, i_sh [T, N, C, *S], gain_e, bias [C], v_init) -> (spikes [T, N, C, *S], v_last [N, C, *S])``."""
+    """``(i_ee, i_ei, i_sh [T, N, C, *S], gain_e, bias [C], v_init) -> (spikes, v_seq or None, v_last)``."""
 
     @staticmethod
-    def forward(ctx, i_ee, i_ei, i_sh, gain_e, bias, v_init, config):
+    def forward(ctx, i_ee, i_ei, i_sh, gain_e, bias, v_init, config, store_v_seq, save):
         ctx.set_materialize_grads(False)
         T, N, C = i_ee.shape[:3]
         step_shape = i_ee.shape[1:]
         numel = step_shape.numel()
         dtype = torch.promote_types(torch.promote_types(i_ee.dtype, i_ei.dtype), i_sh.dtype)
-        (ee, ee_stride), (ei, ei_stride), (sh, sh_stride) = (_samples(x.to(dtype)) for x in (i_ee, i_ei, i_sh))
+        (ee, ee_stride), (ei, ei_stride), (sh, sh_stride) = (_rows(x.to(dtype), T * N) for x in (i_ee, i_ei, i_sh))
         gain, bias_f = gain_e.detach().float().contiguous(), bias.detach().float().contiguous()
-        if v_init.numel() == 1:
-            v0, v_step = v_init.detach().float().reshape(1), 0
-        else:
-            v0, v_step = v_init.detach().float().expand(step_shape).contiguous(), 1
-        spikes = torch.empty(i_ee.shape, dtype=dtype, device=i_ee.device)
-        h_seq, n_seq = (torch.empty((T, numel), device=i_ee.device) for _ in range(2))
-        v_last = torch.empty(step_shape, device=i_ee.device)
+        v0, v_step = _state(v_init, step_shape)
+        spikes, v_seq, v_last, (h_seq, n_seq) = _outputs(T, step_shape, i_ee.device, store_v_seq, 2, save)
         geometry = (T, numel, numel // N, numel // (N * C)) if numel else None
         if geometry:
-            _launch(forward_kernel(config, dtype), (math.ceil(numel / BLOCK),), (BLOCK,),
+            _launch(forward_kernel(config, 'ei', dtype), *_grid(numel),
                     [ee, ee_stride, ei, ei_stride, sh, sh_stride, gain, bias_f, v0, v_step,
-                     spikes, h_seq, n_seq, v_last, *geometry])
+                     spikes, v_seq, int(store_v_seq), h_seq, n_seq, int(save), v_last, *geometry])
         ctx.save_for_backward(h_seq, n_seq, sh, gain)
         ctx.config, ctx.dtype, ctx.geometry, ctx.sh_stride = config, dtype, geometry, sh_stride
         ctx.shapes = (i_ee.shape, C, gain_e.dtype, bias.dtype, v_init.shape)
-        return spikes, v_last
+        return spikes, (v_seq if store_v_seq else None), v_last
 
     @staticmethod
-    def backward(ctx, grad_spikes, grad_v_last):
+    def backward(ctx, grad_spikes, grad_v_seq, grad_v_last):
         h_seq, n_seq, sh, gain = ctx.saved_tensors
         shape, C, gain_dtype, bias_dtype, v_shape = ctx.shapes
         device = h_seq.device
         grads = [torch.empty(shape, dtype=ctx.dtype, device=device) for _ in range(3)]
         grad_v_init, grad_gain, grad_bias = (torch.empty(shape[1:], device=device) for _ in range(3))
         if ctx.geometry:
-            zero = torch.zeros(1, device=device)
-            spike_arg, spike_step = ((zero.to(ctx.dtype), 0) if grad_spikes is None
-                                     else (grad_spikes.to(ctx.dtype).contiguous(), 1))
-            v_arg, v_step = (zero, 0) if grad_v_last is None else (grad_v_last.float().contiguous(), 1)
-            numel = ctx.geometry[1]
-            _launch(backward_kernel(ctx.config, ctx.dtype), (math.ceil(numel / BLOCK),), (BLOCK,),
-                    [spike_arg, spike_step, v_arg, v_step, h_seq, n_seq, sh, ctx.sh_stride, gain,
-                     *grads, grad_v_init, grad_gain, grad_bias, *ctx.geometry])
+            _launch(backward_kernel(ctx.config, 'ei', ctx.dtype), *_grid(ctx.geometry[1]),
+                    [*_grad_args(grad_spikes, grad_v_seq, grad_v_last, device), h_seq, n_seq, sh, ctx.sh_stride,
+                     gain, *grads, grad_v_init, grad_gain, grad_bias, *ctx.geometry])
         per_channel = lambda t, dtype: t.reshape(shape[1], C, shape[3:].numel()).sum((0, 2)).to(dtype)
         grad_v = grad_v_init.sum_to_size(v_shape) if ctx.needs_input_grad[5] else None
-        return (*grads, per_channel(grad_gain, gain_dtype), per_channel(grad_bias, bias_dtype), grad_v, None)
+        return (*grads, per_channel(grad_gain, gain_dtype), per_channel(grad_bias, bias_dtype), grad_v,
+                None, None, None)
 
 
-def _check(i_ee, i_ei, i_sh, gain_e, bias, v_init, config: LIFConfig):
-    """One clear error for arguments the kernels cannot take."""
+class _FusedLIF(torch.autograd.Function):
+    """``(x_seq [T, N, *F], v_init) -> (spikes, v_seq or None, v_last)``."""
+
+    @staticmethod
+    def forward(ctx, x_seq, v_init, config, store_v_seq, save):
+        ctx.set_materialize_grads(False)
+        T, step_shape = x_seq.shape[0], x_seq.shape[1:]
+        numel = step_shape.numel()
+        x, x_stride = _rows(x_seq, T)
+        v0, v_step = _state(v_init, step_shape)
+        spikes, v_seq, v_last, (h_seq,) = _outputs(T, step_shape, x_seq.device, store_v_seq, 1, save)
+        if numel:
+            _launch(forward_kernel(config, 'plain', x_seq.dtype), *_grid(numel),
+                    [x, x_stride, v0, v_step, spikes, v_seq, int(store_v_seq), h_seq, int(save), v_last, T, numel])
+        ctx.save_for_backward(h_seq)
+        ctx.config, ctx.dtype, ctx.shape, ctx.v_shape = config, x_seq.dtype, x_seq.shape, v_init.shape
+        return spikes, (v_seq if store_v_seq else None), v_last
+
+    @staticmethod
+    def backward(ctx, grad_spikes, grad_v_seq, grad_v_last):
+        h_seq, = ctx.saved_tensors
+        T, step_shape = ctx.shape[0], ctx.shape[1:]
+        numel = step_shape.numel()
+        grad_x = torch.empty(ctx.shape, dtype=ctx.dtype, device=h_seq.device)
+        grad_v_init = torch.empty(step_shape, device=h_seq.device)
+        if numel:
+            _launch(backward_kernel(ctx.config, 'plain', ctx.dtype), *_grid(numel),
+                    [*_grad_args(grad_spikes, grad_v_seq, grad_v_last, h_seq.device), h_seq, grad_x, grad_v_init,
+                     T, numel])
+        grad_v = grad_v_init.sum_to_size(ctx.v_shape) if ctx.needs_input_grad[1] else None
+        return grad_x, grad_v, None, None, None
+
+
+def _check_common(name: str, tensors, v_init: torch.Tensor, step_shape, config) -> None:
+    """One clear error for what both entry points cannot take."""
+    if not isinstance(config, LIFConfig):
+        raise TypeError(f'{name}: config must be an sj_ei.cupy_backend.LIFConfig (e.g. LIFConfig.of(node)), '
+                        f'got {type(config).__name__}')
+    try:
+        torch.broadcast_shapes(v_init.shape, step_shape)
+    except RuntimeError:
+        raise ValueError(f'{name}: v_init of shape {tuple(v_init.shape)} does not fit one step of the neurons '
+                         f'{list(step_shape)}; call functional.reset_net(net) between batches of different '
+                         'shapes') from None
+    devices = {t.device for t in (*tensors, v_init)}
+    if len(devices) != 1:
+        raise ValueError(f'{name}: all tensors must be on one device, got {sorted(map(str, devices))}')
+    dtypes = {t.dtype for t in tensors if t.dim() > 1} - set(_STORAGE)
+    if dtypes:
+        raise TypeError(f"backend 'cupy' computes in float32 from float32, float16 or bfloat16 inputs, got "
+                        f"{sorted(map(str, dtypes))}; use backend='torch' for other dtypes")
+    if step_shape.numel() >= 2 ** 31:
+        raise ValueError(f"backend 'cupy' handles fewer than 2**31 neurons per time step, got {step_shape.numel()}; "
+                         "use a smaller batch or backend='torch'")
+
+
+def _as_tensor(v_init, like: torch.Tensor) -> torch.Tensor:
+    return v_init if isinstance(v_init, torch.Tensor) else torch.full((1,), float(v_init), device=like.device)
+
+
+def _save(*tensors) -> bool:
+    """Whether backward will run: only then do the kernels write what it needs."""
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
+def fused_ei_lif(currents, v_init, config: LIFConfig, store_v_seq: bool = False):
+    """LIF neurons driven by ``I_int = g_E (I_EE - I_EI) / I_sh~ + b_E``, all T steps in one kernel.
+
+    ``currents``: ``sj_ei.EICurrents(i_ee, i_ei, i_sh [T, N, C, *S], gain_e, bias [C])`` on a
+    CUDA device; ``v_init``: float or tensor broadcastable to ``[N, C, *S]``.  Returns float32
+    ``(spikes [T, N, C, *S], v_seq [T, N, C, *S] or None, v_last [N, C, *S])``, differentiable.
+    """
+    i_ee, i_ei, i_sh, gain_e, bias = currents
+    require_cupy(i_ee)
+    v_init = _as_tensor(v_init, i_ee)
     shapes = {tuple(t.shape) for t in (i_ee, i_ei, i_sh)}
     if len(shapes) != 1 or i_ee.dim() < 3:
         raise ValueError('fused_ei_lif: i_ee, i_ei, i_sh must all have the shape [T, N, C, *S], got '
@@ -349,41 +518,21 @@ def _check(i_ee, i_ei, i_sh, gain_e, bias, v_init, config: LIFConfig):
     if tuple(gain_e.shape) != (C,) or tuple(bias.shape) != (C,):
         raise ValueError(f'fused_ei_lif: gain_e and bias must have the shape [C] = [{C}], '
                          f'got {tuple(gain_e.shape)} and {tuple(bias.shape)}')
-    try:
-        torch.broadcast_shapes(v_init.shape, i_ee.shape[1:])
-    except RuntimeError:
-        raise ValueError(f'fused_ei_lif: v_init of shape {tuple(v_init.shape)} does not fit the neurons '
-                         f'[N, C, *S] = {list(i_ee.shape[1:])}; call functional.reset_net(net) between '
-                         'batches of different shapes') from None
-    devices = {t.device for t in (i_ee, i_ei, i_sh, gain_e, bias, v_init)}
-    if len(devices) != 1:
-        raise ValueError(f'fused_ei_lif: all tensors must be on one device, got {sorted(map(str, devices))}')
-    dtypes = {t.dtype for t in (i_ee, i_ei, i_sh)} - set(_STORAGE)
-    if dtypes:
-        raise TypeError(f"backend 'cupy' computes in float32 from float32, float16 or bfloat16 currents, got "
-                        f"{sorted(map(str, dtypes))}; use backend='torch' for other dtypes")
-    if i_ee[0].numel() >= 2 ** 31:
-        raise ValueError(f"backend 'cupy' handles fewer than 2**31 neurons per time step, got {i_ee[0].numel()}; "
-                         "use a smaller batch or backend='torch'")
-    numbers = (config.tau, config.v_threshold, config.surrogate_alpha, config.v_reset or 0.0)
-    if not all(math.isfinite(x) for x in numbers) or config.tau <= 0:
-        raise ValueError(f'fused_ei_lif: tau > 0 and finite v_threshold, surrogate_alpha, v_reset needed, got {config}')
+    _check_common('fused_ei_lif', (i_ee, i_ei, i_sh, gain_e, bias), v_init, i_ee.shape[1:], config)
+    save = _save(i_ee, i_ei, i_sh, gain_e, bias, v_init)
+    return _FusedEILIF.apply(i_ee, i_ei, i_sh, gain_e, bias, v_init, config, bool(store_v_seq), save)
 
 
-def fused_ei_lif(i_ee, i_ei, i_sh, gain_e, bias, v_init, *, tau, v_threshold, detach_reset, surrogate_alpha,
-                 decay_input=False, v_reset=None):
-    """Spikes ``[T, N, C, *S]`` and last membrane potential ``[N, C, *S]`` (float32) of spikingjelly
-    ``LIFNode`` neurons (sigmoid surrogate) driven by ``I_int = g_E (I_EE - I_EI) / I_sh~ + b_E``.
+def fused_lif(x_seq: torch.Tensor, v_init, config: LIFConfig, store_v_seq: bool = False):
+    """LIF neurons driven by the input current ``x_seq [T, N, *F]`` (CUDA), all T steps in one kernel.
 
-    ``i_ee``, ``i_ei``, ``i_sh``: CUDA tensors ``[T, N, C, *S]`` (``i_sh`` already stabilized;
-    ``+inf`` gives ``I_int = b_E``); ``gain_e``, ``bias``: ``[C]``; ``v_init``: the neurons'
-    state, a float or a tensor ``[N, C, *S]``.  Differentiable in all tensors.  Spikes have the
-    currents' dtype (float32, or float16 / bfloat16 under autocast); arithmetic is float32.
+    ``v_init``: float or tensor broadcastable to ``[N, *F]``.  Returns float32
+    ``(spikes [T, N, *F], v_seq [T, N, *F] or None, v_last [N, *F])``, differentiable.
     """
-    require_cupy(i_ee)
-    config = LIFConfig(float(tau), float(v_threshold), bool(detach_reset), float(surrogate_alpha),
-                       bool(decay_input), None if v_reset is None else float(v_reset))
-    if not isinstance(v_init, torch.Tensor):
-        v_init = torch.full((1,), float(v_init), device=i_ee.device)
-    _check(i_ee, i_ei, i_sh, gain_e, bias, v_init, config)
-    return _FusedEILIF.apply(i_ee, i_ei, i_sh, gain_e, bias, v_init, config)
+    require_cupy(x_seq)
+    v_init = _as_tensor(v_init, x_seq)
+    if x_seq.dim() < 2:
+        raise ValueError(f'fused_lif: x_seq must have the shape [T, N, *F], got {tuple(x_seq.shape)}')
+    _check_common('fused_lif', (x_seq,), v_init, x_seq.shape[1:], config)
+    save = _save(x_seq, v_init)
+    return _FusedLIF.apply(x_seq, v_init, config, bool(store_v_seq), save)

@@ -3,12 +3,15 @@ current of the E population (SPEC section 1).
 
 ``EIConv2d`` and ``EILinear`` take ``x`` of shape ``[B, C, H, W]`` / ``[B, d]``
 (``step_mode='s'``) or ``[T, B, C, H, W]`` / ``[T, B, d]`` (``'m'``) and return
-``I_int`` with ``n_E = out_channels`` channels; with ``readout=True`` they return
-``I_EE - I_EI`` (the output layer).  The E population (``sj_ei.e_population()``)
-or any spikingjelly neuron follows.  On the first forward in training mode an
-uninitialized layer initializes itself from its input (E-I Init, SPEC section 3).
+``I_int`` with ``n_E = out_channels`` channels (``output='current'``, the default; any
+spikingjelly neuron follows, e.g. ``sj_ei.e_population()``), or with ``output='currents'``
+the ``sj_ei.EICurrents`` a fused E population integrates.  With ``readout=True`` they
+return ``I_EE - I_EI`` (the output layer).  The math is ``sj_ei.circuit``; on the first
+forward in training mode an uninitialized layer initializes itself from its input
+(E-I Init, ``sj_ei.init``).
 """
 import math
+import sys
 from typing import Optional
 
 import torch
@@ -16,18 +19,34 @@ from torch import nn
 from torch.nn.modules.utils import _pair
 from spikingjelly.activation_based import base
 
-from .circuit import ei_current, inhibition, project, scale_grad
+from . import circuit
+from . import init as _init
 from .neurons import IPopulation
 
 _INITS = ('ei', 'kaiming')
 
 
-class EIInitError(ValueError):
-    """An E-I layer cannot be initialized from the data it was given."""
+def label(layer: nn.Module) -> str:
+    """``EIConv2d 'features.0.layer'``: the class of ``layer`` and, when the call under way runs
+    inside a module that holds it, its qualified name in the outermost such module (found on
+    the call stack, so neither ``models.build`` nor a user's ``nn.Sequential`` names anything)."""
+    root, frame = None, sys._getframe(1)
+    while frame is not None:
+        owner = frame.f_locals.get('self')
+        if isinstance(owner, nn.Module) and owner is not layer and any(m is layer for m in owner.modules()):
+            root = owner
+        frame = frame.f_back
+    name = next((n for n, m in root.named_modules() if m is layer), '') if root is not None else ''
+    return f"{type(layer).__name__} '{name}'" if name else type(layer).__name__
+
+
+def _sync_initialized(layer, incompatible_keys):
+    """After ``load_state_dict``: the Python flag follows the loaded ``initialized`` buffer."""
+    layer._initialized = bool(layer.initialized)
 
 
 class _EILayer(nn.Module, base.StepModule):
-    """Parameters and behaviour shared by every E-I layer.
+    """Parameters and forward shared by every E-I layer.
 
     Ablation switches (SPEC section 5); the defaults are the paper's method:
     ``init='kaiming'`` draws ``weight_ee``/``weight_ie`` with Kaiming-normal instead of the
@@ -35,6 +54,9 @@ class _EILayer(nn.Module, base.StepModule):
     ``sign_constraint=False`` lifts Dale's law; ``eps=float`` replaces adaptive
     stabilization by a fixed epsilon in the denominator; ``grad_scale=False`` turns off
     the ``1/d`` scaling of the gradient of ``weight_ei``.
+    Attributes: ``output`` (``'current'`` or ``'currents'``, see the module docstring) and
+    ``division`` (None, or a callable ``I_sh~ -> I_sh'`` carrying its own gradient, applied
+    before the division).
     """
 
     def __init__(self, out_features: int, weight_tail: tuple, ei_ratio: int, readout: bool, step_mode: str,
@@ -51,6 +73,7 @@ class _EILayer(nn.Module, base.StepModule):
         self.n_e, self.n_i = out_features, out_features // ei_ratio
         self.ei_ratio, self.readout, self.step_mode = ei_ratio, readout, step_mode
         self.init, self.sign_constraint, self.eps, self.grad_scale = init, sign_constraint, eps, grad_scale
+        self.output, self.division = 'current', None
         self.fan_in = math.prod(weight_tail)
         self.i_population = i_population if i_population is not None else IPopulation()
         self.weight_ee = nn.Parameter(torch.empty(self.n_e, *weight_tail))
@@ -63,134 +86,53 @@ class _EILayer(nn.Module, base.StepModule):
         else:
             self.gain_i = self.gain_e = self.bias = None
         self.register_buffer('initialized', torch.tensor(False))
-        self._initialized = False
-        self.register_load_state_dict_post_hook(lambda module, keys: module._sync_initialized())
-        self.name = None
+        self._initialized = False  # mirrors the buffer, so that forward reads no tensor
+        self.register_load_state_dict_post_hook(_sync_initialized)
         self.reset_parameters()
 
-    # ---- initialization -------------------------------------------------------------
     def reset_parameters(self):
         """Data-free placeholder (the Bernoulli(0.5) form of E-I Init); the layer stays
         *uninitialized*, so E-I Init replaces it on the first training forward."""
-        self.init_bernoulli(0.5)
+        _init.bernoulli_(self, 0.5)
         self._set_initialized(False)
-
-    def init_bernoulli(self, p: float):
-        """E-I Init for Bernoulli(``p``) input spikes: ``E_x = E_x2 = p``, ``Var_x = p (1 - p)``."""
-        if not 0 < p < 1:
-            raise ValueError(f'{self._label()}: Bernoulli firing probability must be in (0, 1), got {p}')
-        self.init_from_stats(p, p, p * (1 - p))
-
-    @torch.no_grad()
-    def init_from_input(self, x: torch.Tensor):
-        """E-I Init from the statistics of an input batch ``x`` (``[T*B, ...]`` samples)."""
-        x = x.detach().flatten(0, 1) if self.step_mode == 'm' else x.detach()
-        if x.shape[0] < 2:
-            raise EIInitError(f'{self._label()}: E-I Init needs at least 2 samples (T*B >= 2) to '
-                              f'estimate the input variance, got {x.shape[0]}')
-        x = x.double().flatten(1)
-        e_x, e_x2 = x.mean().item(), x.square().mean().item()
-        var_x = x.var(dim=0).mean().item()
-        if not (math.isfinite(e_x) and math.isfinite(var_x)):
-            raise EIInitError(f'{self._label()}: its input at E-I Init is not finite (mean {e_x}, variance '
-                              f'{var_x}); check the data and the layers before it')
-        if e_x <= 0 or var_x <= 0:
-            what = 'silent (mean 0)' if e_x == 0 else 'constant (variance 0)' if var_x == 0 else f'negative on average (mean {e_x:.3g})'
-            raise EIInitError(f'{self._label()}: its input at E-I Init is {what}, so the layer cannot be '
-                              'initialized from it. Initialize from a batch of real data that reaches this '
-                              'layer (sj_ei.ei_init(net, x)), or data-free with sj_ei.ei_init(net, p=0.1)')
-        self.init_from_stats(e_x, e_x2, var_x)
-
-    @torch.no_grad()
-    def init_from_stats(self, e_x: float, e_x2: float, var_x: float):
-        """SPEC section 3: exponential ``weight_ee``/``weight_ie`` of mean
-        ``sqrt(Var_x / (d (E_x2 + Var_x)))``, ``weight_ei = 1/n_I``,
-        ``gain_i = sqrt(E_x2 + Var_x) / (sqrt(d) E_x)``, ``gain_e = 1``, ``bias = 0``."""
-        d = self.fan_in
-        scale = math.sqrt(var_x / (d * (e_x2 + var_x)))
-        for weight in (self.weight_ee, self.weight_ie):
-            if self.init == 'ei':
-                weight.exponential_(1.0 / scale)
-            else:
-                nn.init.kaiming_normal_(weight, nonlinearity='relu')
-                if self.sign_constraint:
-                    weight.clamp_(min=0)
-        self.weight_ei.fill_(1.0 / self.n_i)
-        if not self.readout:
-            self.gain_i.fill_(math.sqrt(e_x2 + var_x) / (math.sqrt(d) * e_x))
-            self.gain_e.fill_(1.0)
-            self.bias.zero_()
-        self._set_initialized(True)
 
     def _set_initialized(self, value: bool):
         self.initialized.fill_(value)
         self._initialized = value
 
-    def _sync_initialized(self):
-        self._initialized = bool(self.initialized)
-
-    # ---- Dale's law -----------------------------------------------------------------
-    @torch.no_grad()
     def clamp_(self):
-        """Dale's law: ``weight_ee``, ``weight_ie``, ``weight_ei``, ``gain_i``, ``gain_e`` >= 0
-        (``bias`` stays free); nothing when ``sign_constraint=False``."""
-        if self.sign_constraint:
-            for p in (self.weight_ee, self.weight_ie, self.weight_ei, self.gain_i, self.gain_e):
-                if p is not None:
-                    p.clamp_(min=0)
+        """Transitional, for ``sj_ei/convert.py`` until it calls ``sj_ei.clamp_(layer)``."""
+        from .constraint import clamp_
+        clamp_(self)
 
-    # ---- forward --------------------------------------------------------------------
     def project(self, x: torch.Tensor) -> torch.Tensor:
         """``W_EE x`` and ``W_IE x`` in one product: ``[N, ...] -> [N, n_E + n_I, ...]``."""
         raise NotImplementedError
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor):
         self._check_input(x)
         if self.training and not self._initialized:
-            self.init_from_input(x)
-        if self.step_mode == 'm':
-            return self._forward(x.flatten(0, 1)).unflatten(0, x.shape[:2])
-        return self._forward(x)
-
-    def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        return ei_current(self.project(x), self.n_e, self.weight_ei, self.gain_i, self.gain_e, self.bias,
-                          self.i_population, self.eps, self.readout, self._ei_grad_scale)
-
-    @property
-    def _ei_grad_scale(self) -> float:
-        return 1.0 / self.fan_in if self.grad_scale else 1.0
-
-    def currents(self, x_seq: torch.Tensor):
-        """The three currents a fused backend integrates, each ``[T, B, n_E, ...]``:
-        ``(I_EE, I_EI, I_sh~)`` from a multi-step input ``x_seq [T, B, ...]`` (hidden layers only)."""
-        self._check_input(x_seq)
-        if self.training and not self._initialized:
-            self.init_from_input(x_seq)
-        y = self.project(x_seq.flatten(0, 1))
-        weight_ei = scale_grad(self.weight_ei, self._ei_grad_scale)
-        parts = inhibition(y, self.n_e, weight_ei, self.gain_i, self.i_population, self.eps)
-        return tuple(p.unflatten(0, x_seq.shape[:2]) for p in parts)
+            _init.from_input_(self, x)
+        return circuit.run(self, x)
 
     def _check_input(self, x):
         if not isinstance(x, torch.Tensor) or not x.is_floating_point():
             got = x.dtype if isinstance(x, torch.Tensor) else type(x).__name__
-            raise TypeError(f'{self._label()}: expects a floating-point tensor (spikes as 0./1.), got {got}; '
+            raise TypeError(f'{label(self)}: expects a floating-point tensor (spikes as 0./1.), got {got}; '
                             'convert it with x.float()')
         layout = self._layout[self.step_mode]
         if x.dim() != len(layout) or x.shape[self._feature_dim] != self._in:
             hint = (" (multi-step input needs functional.set_step_mode(net, 'm'))"
                     if self.step_mode == 's' and x.dim() == len(layout) + 1 else '')
-            raise ValueError(f"{self._label()} in step_mode='{self.step_mode}' expects input of shape "
+            raise ValueError(f"{label(self)} in step_mode='{self.step_mode}' expects input of shape "
                              f"[{', '.join(layout)}] with {self._in_name}={self._in}, got {tuple(x.shape)}{hint}")
-
-    def _label(self) -> str:
-        return f"{type(self).__name__} '{self.name}'" if self.name else type(self).__name__
 
     def extra_repr(self):
         flags = [f'ei_ratio={self.ei_ratio}', f'step_mode={self.step_mode}']
         if self.readout:
             flags.append('readout=True')
-        for key, default in (('init', 'ei'), ('sign_constraint', True), ('eps', None), ('grad_scale', True)):
+        for key, default in (('init', 'ei'), ('sign_constraint', True), ('eps', None), ('grad_scale', True),
+                             ('output', 'current'), ('division', None)):
             if getattr(self, key) != default:
                 flags.append(f'{key}={getattr(self, key)}')
         return ', '.join(flags)
@@ -219,7 +161,7 @@ class EIConv2d(_EILayer):
                          init, sign_constraint, eps, grad_scale, i_population)
 
     def project(self, x):
-        return project(x, self.weight_ee, self.weight_ie, (self.stride, self.padding, self.dilation))
+        return circuit.project(x, self.weight_ee, self.weight_ie, (self.stride, self.padding, self.dilation))
 
     def extra_repr(self):
         return (f'{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, '
@@ -243,7 +185,7 @@ class EILinear(_EILayer):
                          init, sign_constraint, eps, grad_scale, i_population)
 
     def project(self, x):
-        return project(x, self.weight_ee, self.weight_ie)
+        return circuit.project(x, self.weight_ee, self.weight_ie)
 
     def extra_repr(self):
         return f'{self.in_features}, {self.out_features}, ' + super().extra_repr()

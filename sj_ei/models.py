@@ -11,7 +11,6 @@ from torch import nn
 from spikingjelly.activation_based import layer
 
 from .block import EIBlock
-from .init import name_layers
 from .layers import EIConv2d, EILinear
 from .neurons import e_population
 
@@ -64,13 +63,15 @@ class BasicBlock(nn.Module):
 
 
 class SpikingClassifier(nn.Module):
-    """``features`` (multi-step spiking blocks), global average pooling, ``readout``."""
+    """``features`` (multi-step spiking blocks), global average pooling, ``readout``.
+    ``min_size``: the smallest input height and width that ``features`` can pool."""
 
-    def __init__(self, features: nn.Sequential, readout: nn.Module, in_channels: int, T: Optional[int]):
+    def __init__(self, features: nn.Sequential, readout: nn.Module, in_channels: int, T: Optional[int],
+                 min_size: int = 1):
         super().__init__()
         self.features, self.readout = features, readout
         self.pool = nn.Sequential(layer.AdaptiveAvgPool2d((1, 1), step_mode='m'), layer.Flatten(step_mode='m'))
-        self.in_channels, self.T = in_channels, T
+        self.in_channels, self.T, self.min_size = in_channels, T, min_size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[T, B, C, H, W]`` (events) or ``[B, C, H, W]`` (static, repeated ``self.T`` times)
@@ -83,6 +84,11 @@ class SpikingClassifier(nn.Module):
         elif x.dim() != 5:
             raise ValueError(f'expected input [T, B, C, H, W] or [B, C, H, W] with C={self.in_channels}, '
                              f'got {tuple(x.shape)}')
+        if min(x.shape[-2:]) < self.min_size:
+            poolings = self.min_size.bit_length() - 1
+            raise ValueError(f'input of {x.shape[-2]}x{x.shape[-1]} is too small for this network: its '
+                             f'{poolings} 2x2 poolings need at least {self.min_size}x{self.min_size}; '
+                             'resize the input (or use resnet18, which takes any size)')
         return self.readout(self.pool(self.features(x)))
 
 
@@ -120,6 +126,5 @@ def build(name: str, num_classes: int, in_channels: int, norm: str = 'ei', T: Op
             else:
                 blocks.append(make.conv(cin, scaled(item), 3))
                 cin = scaled(item)
-    net = SpikingClassifier(nn.Sequential(*blocks), make.readout(cin, num_classes), in_channels, T)
-    name_layers(net)
-    return net
+    min_size = 2 ** VGG_LAYOUTS[name].count('P') if name in VGG_LAYOUTS else 1
+    return SpikingClassifier(nn.Sequential(*blocks), make.readout(cin, num_classes), in_channels, T, min_size)

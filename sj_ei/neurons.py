@@ -99,7 +99,7 @@ class EILIFNode(EPopulation):
 
     Output: spikes shaped like the currents, float32 (float64 for float64 input).  Backends:
     'torch' (``sj_ei.lif``: one autograd function over all T steps) and, in multi-step mode,
-    'cupy' (one CUDA kernel over all T steps).  The state ``v`` ``[N, ...]``, ``store_v_seq``
+    'cupy' (``sj_ei.cupy_backend``: one CUDA kernel over all T steps).  The state ``v`` ``[N, ...]``, ``store_v_seq``
     (``v_seq [T, N, ...]``), ``reset()``, hooks and spikingjelly monitors work as for ``LIFNode``.
     Surrogates: spikingjelly's ``Sigmoid`` and ``ATan``.
     """
@@ -139,16 +139,10 @@ class EILIFNode(EPopulation):
         return spikes
 
     def _cupy_forward(self, x_seq: Union[EICurrents, torch.Tensor], config: LIFConfig) -> torch.Tensor:
-        """Backend 'cupy': ``sj_ei.cupy_backend.fused_ei_lif`` for ``EICurrents``, spikingjelly's
-        CuPy LIF kernel for a plain ``I_int``."""
-        if not isinstance(x_seq, EICurrents):
-            return super().multi_step_forward(x_seq)
-        cupy_backend.require_cupy(x_seq.i_ee)
-        if config.surrogate != 'sigmoid' or self.store_v_seq:
-            raise ValueError("EILIFNode backend 'cupy' fuses E-I currents with the surrogate.Sigmoid surrogate "
-                             f"and without store_v_seq, got {self.surrogate_function!r} and store_v_seq="
-                             f"{self.store_v_seq}; use backend='torch' (functional.set_backend(net, 'torch'))")
-        spikes, self.v = cupy_backend.fused_ei_lif(
-            *x_seq, self.v, tau=config.tau, v_threshold=config.v_threshold, detach_reset=config.detach_reset,
-            surrogate_alpha=config.surrogate_alpha, decay_input=config.decay_input, v_reset=config.v_reset)
-        return spikes.float() if spikes.dtype in (torch.float16, torch.bfloat16) else spikes
+        """Backend 'cupy': ``sj_ei.cupy_backend.fused_ei_lif`` for ``EICurrents``, ``fused_lif`` for a plain
+        ``I_int`` (one kernel over all T steps; one clear error where CuPy cannot run)."""
+        run = cupy_backend.fused_ei_lif if isinstance(x_seq, EICurrents) else cupy_backend.fused_lif
+        spikes, v_seq, self.v = run(x_seq, self.v, cupy_backend.LIFConfig(**config._asdict()), self.store_v_seq)
+        if self.store_v_seq:
+            self.v_seq = v_seq
+        return spikes

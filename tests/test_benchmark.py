@@ -3,7 +3,9 @@ import json
 
 import pytest
 import torch
+from spikingjelly.activation_based import layer, neuron, surrogate
 
+import sj_ei
 from sj_ei import benchmark
 
 
@@ -14,27 +16,31 @@ def test_benchmark_runs_and_its_output_is_well_formed(tmp_path, capsys):
     result = json.loads(out.read_text())
     assert (result['shape'], result['batch'], result['T'], result['size'], result['device']) == ('cifar', 2, 2, 8, 'cpu')
     assert result['repeats'] == 3 and result['threads'] >= 1 and result['command'].startswith('python -m sj_ei.benchmark')
-    rows = {(r['model'], r['norm'], r['backend']): r for r in result['rows']}
-    assert set(rows) == {('block', 'bn', 'torch'), ('block', 'ei', 'torch')}
+    rows = {(r['model'], r['norm'], r['neuron'], r['backend']): r for r in result['rows']}
+    names = list(benchmark.neurons())
+    assert names[0] == 'lif' and set(rows) == {('block', norm, n, 'torch') for norm in ('bn', 'ei') for n in names}
     assert 'CUDA' in result['cupy_skipped']
-    bn, ei = rows['block', 'bn', 'torch'], rows['block', 'ei', 'torch']
-    assert bn['time_ratio'] == 1.0 and bn['saved_ratio'] == 1.0
+    bns = [r for r in rows.values() if r['norm'] == 'bn']
+    base = min(bns, key=lambda r: r['median_s'])
+    assert [r for r in rows.values() if r['baseline']] == [base]
+    assert base['time_ratio'] == 1.0 and base['saved_ratio'] == 1.0
     for r in rows.values():
         assert len(r['times_s']) == 3 and all(t > 0 for t in r['times_s'])
         assert r['min_s'] <= r['q1_s'] <= r['median_s'] <= r['q3_s'] <= r['max_s']
         assert r['saved_bytes'] > 0 and r['param_bytes'] > 0 and 'peak_bytes' not in r
-    assert ei['time_ratio'] == pytest.approx(ei['median_s'] / bn['median_s'])
-    assert ei['saved_ratio'] == pytest.approx(ei['saved_bytes'] / bn['saved_bytes'])
+        assert r['time_ratio'] == pytest.approx(r['median_s'] / base['median_s'])
+        assert r['saved_ratio'] == pytest.approx(r['saved_bytes'] / base['saved_bytes'])
     # the E-I layer (8 E + 2 I channels) keeps its input and 1.25x the conv output; the BN
     # block keeps its input and the conv output; both LIF nodes and poolings keep the same
-    assert ei['saved_bytes'] > bn['saved_bytes']
+    assert rows['block', 'ei', 'lif', 'torch']['saved_bytes'] > rows['block', 'bn', 'lif', 'torch']['saved_bytes']
     table = capsys.readouterr().out
-    assert 'block     ei      torch' in table and 'saved MB' in table and result['cupy_skipped'] in table
+    assert 'block     ei      lif     torch' in table and 'saved MB' in table and result['cupy_skipped'] in table
+    assert table.count('*') == 2  # the header's key and the baseline row
 
 
 def test_floor_network_computes_the_e_i_convolutions_and_keeps_the_bn_shape(tmp_path):
     torch.manual_seed(0)
-    conv = benchmark.layer.Conv2d(4, 8, 3, padding=1, bias=False, step_mode='m')
+    conv = layer.Conv2d(4, 8, 3, padding=1, bias=False, step_mode='m')
     wide = benchmark.widen(torch.nn.Sequential(conv))[0]
     x = torch.rand(2, 3, 4, 6, 6)
     assert wide.conv.out_channels == 10 and wide.conv.kernel_size == (3, 3)
@@ -43,8 +49,31 @@ def test_floor_network_computes_the_e_i_convolutions_and_keeps_the_bn_shape(tmp_
     out = tmp_path / 'floor.json'
     benchmark.main(['-models', 'block', '-b', '2', '-T', '2', '-size', '8', '-channels', '4', '-warmup', '0',
                     '-repeats', '1', '-device', 'cpu', '-floor', '-o', str(out)])
-    rows = {r['norm']: r for r in json.loads(out.read_text())['rows']}
+    rows = {r['norm']: r for r in json.loads(out.read_text())['rows'] if r['neuron'] == 'lif'}
     assert set(rows) == {'bn', 'ei', 'bnwide'} and rows['bnwide']['param_bytes'] > rows['bn']['param_bytes']
+
+
+def test_use_neuron_swaps_every_lif_node_and_rebuilds_e_i_blocks_around_it():
+    torch.manual_seed(0)
+    ei = sj_ei.EIBlock(sj_ei.EIConv2d(2, 8, 3, padding=1, step_mode='m'), sj_ei.e_population(step_mode='m'))
+    bn = torch.nn.Sequential(layer.Conv2d(8, 8, 3, padding=1, bias=False, step_mode='m'),
+                             layer.BatchNorm2d(8, step_mode='m'), sj_ei.e_population(step_mode='m'))
+    net = torch.nn.Sequential(ei, bn)
+    x = (torch.rand(3, 2, 2, 8, 8) < 0.3).float()
+    sj_ei.ei_init(net, x)
+    made = []
+
+    def make():
+        made.append(neuron.LIFNode(decay_input=False, detach_reset=True, surrogate_function=surrogate.ATan(),
+                                   step_mode='m'))
+        return made[-1]
+    benchmark.use_neuron(net, make)
+    lifs = [m for m in net.modules() if isinstance(m, neuron.LIFNode)]
+    assert lifs == made and len(made) == 2
+    assert isinstance(net[0], sj_ei.EIBlock) and net[0] is not ei and net[0].layer is ei.layer
+    assert net[0].neuron is made[0] and net[1][2] is made[1] and net[1][0] is bn[0]
+    spikes = net(x)
+    assert spikes.shape == (3, 2, 8, 8, 8) and 0 < spikes.mean() < 1
 
 
 def test_saved_bytes_counts_each_activation_once_and_no_parameters():

@@ -14,18 +14,6 @@ from cuda_emulation import Emulator
 from test_lif import moving_bar
 
 
-class SeamConv2d(sj_ei.EIConv2d):
-    """Today's ``EIConv2d`` with issue 12's seam (multi-step): ``output='currents'`` makes its
-    forward return ``EICurrents``.  Adaptation point: the circuit helper's ``EIConv2d`` has this
-    built in; at the merge, replace ``SeamConv2d`` by ``sj_ei.EIConv2d``."""
-    output = 'current'
-
-    def forward(self, x):
-        if self.output == 'current':
-            return super().forward(x)
-        return EICurrents(*self.currents(x), self.gain_e, self.bias)
-
-
 BACKENDS = {'composable': lambda: sj_ei.e_population(),
             'fused-torch': lambda: sj_ei.EILIFNode(),
             'fused-cupy': lambda: sj_ei.EILIFNode(step_mode='m', backend='cupy')}
@@ -35,8 +23,8 @@ def block(kind: str, **neuron_settings) -> sj_ei.EIBlock:
     """One E-I block ``[T, B, 2, 8, 8] -> [T, B, 16, 8, 8]``, E-I initialized on the moving-bar events,
     its gains and biases as after some training; the same parameters for every ``kind``."""
     torch.manual_seed(0)
-    layer = SeamConv2d(2, 16, 3, padding=1, step_mode='m')
-    layer.init_from_input(moving_bar(4, 2))
+    layer = sj_ei.EIConv2d(2, 16, 3, padding=1, step_mode='m')
+    sj_ei.ei_init(layer, moving_bar(4, 2))
     with torch.no_grad():
         layer.gain_e.uniform_(0.5, 1.5)
         layer.bias.uniform_(-0.3, 0.3)

@@ -1,12 +1,17 @@
-"""The fused CuPy backend equals the torch backend (I_int by ``sj_ei.circuit.integrate``, then
-spikingjelly's LIFNode, backend 'torch', multi-step, with autograd).
+"""The CuPy backend equals the torch path (``sj_ei.currents.integrate``, then spikingjelly's
+``LIFNode``, backend 'torch', multi-step, with autograd): spikes and potentials exactly,
+gradients to 1e-6 of each tensor's scale.
 
-No GPU is needed: the generated kernels are compile-checked with nvcc and NVRTC, and run on
-the CPU through an emulation of the CUDA thread grid (``cuda_emulation``) that replaces the
-CuPy launcher, so ``fused_ei_lif`` and its autograd function run unchanged around them.
+No GPU is needed: the generated kernels are compile-checked with nvcc (sm_80, sm_90) and NVRTC,
+and run on the CPU through an emulation of the CUDA thread grid (``cuda_emulation``) that
+replaces CuPy's launcher, so ``fused_ei_lif``, ``fused_lif`` and their autograd functions run
+unchanged around them.  Where CuPy can launch on a CUDA GPU the same comparisons also run with
+real launches (the ``cuda`` cases, skipped elsewhere with the reason; ``SJ_EI_REQUIRE_GPU=1``
+turns that skip into a failure, as ``.ci/gpu-check`` does).
 """
 import importlib
 import math
+import os
 import re
 import shutil
 import subprocess
@@ -16,30 +21,35 @@ import types
 import numpy as np
 import pytest
 import torch
-from spikingjelly.activation_based import functional, neuron, surrogate
+from spikingjelly.activation_based import neuron, surrogate
 
-import sj_ei
 from sj_ei import _compat, cupy_backend
-from sj_ei.circuit import integrate, stabilize
-from sj_ei.cupy_backend import BLOCK, CONVERSIONS, Kernel, LIFConfig, backward_kernel, forward_kernel
+from sj_ei.cupy_backend import (BLOCK, CONVERSIONS, KINDS, SURROGATES, Kernel, LIFConfig, backward_kernel,
+                                forward_kernel)
+from sj_ei.currents import EICurrents, integrate
 
 from cuda_emulation import Emulator
 
-PAPER = LIFConfig(tau=2.0, v_threshold=1.0, detach_reset=True, surrogate_alpha=4.0)
+PAPER = LIFConfig()  # tau 2, v_th 1, soft reset, detach_reset, sigmoid surrogate (alpha 4)
 CONFIGS = [PAPER,
-           LIFConfig(3.0, 0.5, False, 2.0),
-           LIFConfig(2.0, 1.0, True, 4.0, decay_input=True),
-           LIFConfig(2.0, 1.0, True, 4.0, decay_input=True, v_reset=0.0),
-           LIFConfig(2.5, 1.0, False, 4.0, v_reset=-0.25),
-           LIFConfig(4.0, 1.5, False, 3.0, decay_input=True, v_reset=0.5)]
+           LIFConfig(surrogate='atan', surrogate_alpha=2.0),
+           LIFConfig(3.0, 0.5, detach_reset=False, surrogate='atan', surrogate_alpha=3.0),
+           LIFConfig(3.0, 0.5, detach_reset=False, surrogate_alpha=2.0),
+           LIFConfig(2.0, 1.0, decay_input=True, surrogate='atan'),
+           LIFConfig(2.0, 1.0, v_reset=0.0, decay_input=True),
+           LIFConfig(2.5, 1.0, v_reset=-0.25, detach_reset=False, surrogate='atan', surrogate_alpha=1.5),
+           LIFConfig(4.0, 1.5, v_reset=0.5, decay_input=True, detach_reset=False, surrogate_alpha=3.0)]
+HALF_CONFIGS = CONFIGS[:2]
 HALF_TYPES = [torch.float16, torch.bfloat16]
 SHAPES = {'conv': (3, 6, 5, 7), 'linear': (2, 10)}  # [N, C, *S]: 630 and 20 neurons, not multiples of BLOCK
+REQUIRE_GPU = os.environ.get('SJ_EI_REQUIRE_GPU') == '1'
 
 
 def all_kernels():
-    """Every kernel the tests run: all configurations in float32, the paper's also in 16-bit types."""
-    return [make(config, dtype) for config in CONFIGS for make in (forward_kernel, backward_kernel)
-            for dtype in [torch.float32] + (HALF_TYPES if config == PAPER else [])]
+    """Every kernel the tests run: all configurations in float32, two (one per surrogate) also in 16-bit types."""
+    return [make(config, kind, dtype) for config in CONFIGS for kind in KINDS
+            for make in (forward_kernel, backward_kernel)
+            for dtype in [torch.float32] + (HALF_TYPES if config in HALF_CONFIGS else [])]
 
 
 CONVERSION_TEST = Kernel('sj_ei_test_conversions', CONVERSIONS + r'''
@@ -94,40 +104,71 @@ def test_every_generated_kernel_compiles_with_nvrtc_without_headers():
         pytest.fail(nvrtc.getProgramLog(program))
 
 
-# ---------------------------------------------------------------- emulation on the CPU
+# ---------------------------------------------------------------- running the kernels
 
 @pytest.fixture(scope='module')
 def emulator(tmp_path_factory):
     """All kernels compiled for the CPU once (one g++ run)."""
+    if shutil.which('g++') is None:
+        pytest.skip('g++ is not on PATH: the kernels are not run through the CPU emulation here')
     emulator = Emulator(tmp_path_factory.mktemp('kernels'))
     emulator.compile(all_kernels() + [CONVERSION_TEST])
     return emulator
 
 
-@pytest.fixture
-def launches(emulator, monkeypatch):
-    """``fused_ei_lif`` runs on the CPU through the emulator; returns the list of launches made."""
-    made = []
+def _gpu_problem():
+    if not torch.cuda.is_available():
+        return 'real CuPy launches need a CUDA GPU, and torch sees none here (the emulated cases cover the kernels)'
+    cupy_backend._cupy_problem.cache_clear()
+    return cupy_backend._cupy_problem()
 
-    def launch(kernel, grid, block, args):
+
+class Grid:
+    """Where the kernels run (``device``) and the launches they made: ``[(kernel, {param: arg})]``."""
+
+    def __init__(self, device, launch):
+        self.device, self.launch, self.made = torch.device(device), launch, []
+
+    def record(self, kernel, grid, block, args):
         assert grid[0] * block[0] >= args[[n for _, n in kernel.params].index('numel')] > (grid[0] - 1) * block[0]
-        emulator.launch(kernel, grid, block, args)
-        made.append((kernel, dict(zip((n for _, n in kernel.params), args))))
+        self.launch(kernel, grid, block, args)
+        self.made.append((kernel, dict(zip((n for _, n in kernel.params), args))))
 
-    monkeypatch.setattr(cupy_backend, '_launch', launch)
-    monkeypatch.setattr(cupy_backend, 'require_cupy', lambda tensor: None)
-    return made
+    def kinds(self):
+        return [kernel.name.split('_')[3:5] for kernel, _ in self.made]  # e.g. ['ei', 'forward']
 
 
-def currents(T, shape, seed):
-    """``(i_ee, i_ei, i_sh~, gain_e, bias)`` for ``[T, *shape]``, as an E-I layer makes them.
+@pytest.fixture(params=['emulated', 'cuda'])
+def grid(request, monkeypatch):
+    """The kernels on the CPU through the emulator, or (case 'cuda') on a GPU through CuPy."""
+    if request.param == 'emulated':
+        grid = Grid('cpu', request.getfixturevalue('emulator').launch)
+        monkeypatch.setattr(cupy_backend, 'require_cupy', lambda tensor: None)
+    else:
+        problem = _gpu_problem()
+        if problem:
+            (pytest.fail if REQUIRE_GPU else pytest.skip)(problem)
+        grid = Grid('cuda', cupy_backend._launch)
+    monkeypatch.setattr(cupy_backend, '_launch', grid.record)
+    return grid
+
+
+def stabilized(raw: torch.Tensor) -> torch.Tensor:
+    """SPEC section 1's ``I_sh~`` of ``raw [T, N, ...]``: zeros -> the smallest positive value of the
+    same (t, b) sample, or ``+inf`` where the sample has none."""
+    flat = raw.flatten(2)
+    lowest = flat.where(flat > 0, math.inf).amin(-1, keepdim=True)
+    return flat.where(flat > 0, lowest).view_as(raw)
+
+
+def currents(T, shape, seed, device='cpu'):
+    """``(i_ee, i_ei, i_sh~, gain_e, bias)`` for ``[T, *shape]`` on ``device``, as an E-I layer makes them.
 
     ``i_ee`` is a channel slice of a larger tensor (the layer's one projection of E and I
     channels).  Half of the values, and those of even channels' ``g_E``, ``b_E``, are dyadic
     (exact in float32 throughout), and where all are, in half of the places, ``I_EE`` is chosen
     so that ``I_int`` is exactly 1: the paper's neurons at rest land exactly on the threshold.
-    ``i_sh`` has exact zeros and one silent sample (t=0, b=0) and goes through the adaptive
-    stabilization (zeros -> the sample's minimum, or +inf).
+    ``i_sh`` has exact zeros and one silent sample (t=0, b=0) before the stabilization.
     """
     g = torch.Generator().manual_seed(seed)
     rand = lambda *size: torch.rand(size, generator=g)
@@ -148,144 +189,189 @@ def currents(T, shape, seed):
     zero[:, -1, 0] = False
     raw[zero] = 0.0
     raw[0, 0] = 0.0
-    i_sh = stabilize(raw.flatten(0, 1)).unflatten(0, (T, N))
+    i_sh = stabilized(raw)
     per_channel = (C,) + (1,) * len(S)
     at_one = dyadic & even.view(per_channel) & (raw != 0) & (rand(*size) < 0.5)
     at_one[:, -1, 0] = True
     i_ee[at_one] = (i_ei + (1 - bias.view(per_channel)) * raw / gain_e.view(per_channel))[at_one]
-    return i_ee, i_ei, i_sh, gain_e, bias
+    return (y.to(device)[:, :, :C], *(t.to(device) for t in (i_ei, i_sh, gain_e, bias)))
 
 
-def lif(config: LIFConfig, **kwargs):
+def inputs_for(kind, T, shape, seed, device='cpu'):
+    """The kernel's tensor inputs: the five of ``EICurrents`` ('ei'), or ``(x_seq,)`` ('plain'),
+    the current an E-I layer integrates (with its values exactly at the threshold)."""
+    ei = currents(T, shape, seed)
+    if kind == 'ei':
+        return currents(T, shape, seed, device)
+    return (integrate(EICurrents(*ei), channel_dim=2).to(device),)
+
+
+def lif(config: LIFConfig, **kwargs) -> neuron.LIFNode:
+    """The spikingjelly LIFNode ``config`` describes, multi-step, backend 'torch'."""
+    function = getattr(surrogate, SURROGATES[config.surrogate])(alpha=config.surrogate_alpha)
     return neuron.LIFNode(tau=config.tau, decay_input=config.decay_input, v_threshold=config.v_threshold,
-                          v_reset=config.v_reset, detach_reset=config.detach_reset,
-                          surrogate_function=surrogate.Sigmoid(alpha=config.surrogate_alpha), step_mode='m', **kwargs)
+                          v_reset=config.v_reset, detach_reset=config.detach_reset, surrogate_function=function,
+                          step_mode='m', **kwargs)
 
 
-def integrated(i_ee, i_ei, i_sh, gain_e, bias):
-    """``I_int [T, N, C, *S]`` with autograd, in the operation order of ``sj_ei.circuit.integrate``."""
-    shape = (-1,) + (1,) * (i_ee.dim() - 3)
-    return (i_ee - i_ei).mul(gain_e.view(shape)).div(i_sh).add(bias.view(shape))
+def forward(how, config, inputs, v_init, store_v_seq):
+    """``(spikes, v_seq or None, v_last)`` of the torch path ('torch') or the kernels ('kernel')."""
+    if how == 'kernel':
+        if len(inputs) == 5:
+            return cupy_backend.fused_ei_lif(EICurrents(*inputs), v_init, config, store_v_seq)
+        return cupy_backend.fused_lif(inputs[0], v_init, config, store_v_seq)
+    x_seq = integrate(EICurrents(*inputs), channel_dim=2) if len(inputs) == 5 else inputs[0]
+    node = lif(config, store_v_seq=store_v_seq)
+    if isinstance(v_init, torch.Tensor):
+        node.v = v_init
+    spikes = node(x_seq)
+    return spikes, (node.v_seq if store_v_seq else None), node.v
 
 
-def run(backend, config, inputs, v_init, grad_spikes, grad_v):
-    """Spikes, last potential and the gradients of ``inputs + (v_init,)`` (None where not a tensor) of
-    ``sum(spikes * grad_spikes) + sum(v_last * grad_v)``, by ``backend`` 'torch' or 'fused'."""
+def run(how, config, inputs, v_init, weights, store_v_seq):
+    """Outputs and the gradients of ``inputs + (v_init,)`` (None where not a tensor) of the loss
+    ``sum(spikes * w[0]) + sum(v_last * w[1]) (+ sum(v_seq * w[2]))``."""
     leaves = [t.detach().requires_grad_() for t in inputs]  # same memory layout as the inputs
     v0 = v_init.detach().requires_grad_() if isinstance(v_init, torch.Tensor) else v_init
-    if backend == 'torch':
-        node = lif(config)
-        if isinstance(v0, torch.Tensor):
-            node.v = v0
-        spikes = node(integrated(*leaves))
-        v_last = node.v
-    else:
-        spikes, v_last = cupy_backend.fused_ei_lif(*leaves, v0, **config._asdict())
-    (spikes.float().mul(grad_spikes).sum() + v_last.mul(grad_v).sum()).backward()
+    spikes, v_seq, v_last = forward(how, config, leaves, v0, store_v_seq)
+    loss = spikes.mul(weights[0]).sum() + v_last.mul(weights[1]).sum()
+    if store_v_seq:
+        loss = loss + v_seq.mul(weights[2]).sum()
+    loss.backward()
     grads = [t.grad for t in leaves] + [v0.grad if isinstance(v0, torch.Tensor) else None]
-    return spikes.detach(), v_last.detach(), grads
+    outputs = [None if o is None else o.detach().cpu() for o in (spikes, v_seq, v_last)]
+    return outputs, [None if g is None else g.cpu() for g in grads]
 
 
-NAMES = ('i_ee', 'i_ei', 'i_sh', 'gain_e', 'bias', 'v_init')
-
-
-def assert_grads_close(got, want, rtol=1e-5):
+def assert_grads_close(got, want, rtol=1e-6):
     """Each gradient within ``rtol`` of the reference, relative to the element or to the tensor's scale."""
-    for name, g, w in zip(NAMES, got, want):
-        assert (g is None) == (w is None), name
+    for index, (g, w) in enumerate(zip(got, want)):
+        assert (g is None) == (w is None), index
         if w is not None:
-            assert g.dtype == w.dtype, name
+            assert g.dtype == w.dtype, index
             scale = w.abs().max().item()
-            torch.testing.assert_close(g, w, rtol=rtol, atol=rtol * scale, msg=lambda m: f'{name}: {m}')
+            torch.testing.assert_close(g, w, rtol=rtol, atol=rtol * scale, msg=lambda m: f'gradient {index}: {m}')
 
 
-@pytest.mark.parametrize('v_start', ['rest', 'tensor'])
-@pytest.mark.parametrize('T', [1, 4, 16])
-@pytest.mark.parametrize('shape', list(SHAPES), ids=list(SHAPES))
-@pytest.mark.parametrize('config', CONFIGS, ids=[f'config{i}' for i in range(len(CONFIGS))])
-def test_emulated_kernels_match_the_torch_backend(launches, config, shape, T, v_start):
+CASES = {'T1': (1, 'rest', False), 'T5-v_seq': (5, 'tensor', True), 'T16': (16, 'tensor', False),
+         'T4-rest-v_seq': (4, 'rest', True)}
+
+
+# every configuration, input kind and case on the conv shape; the linear shape (the E-I kernel's
+# other indexing) for the E-I kernel in every case and for the plain kernel once
+MATCH = [pytest.param(config, kind, shape, case, id=f'{config.surrogate}{i}-{kind}-{shape}-{case}')
+         for i, config in enumerate(CONFIGS) for kind in KINDS for shape in SHAPES for case in CASES
+         if (kind, shape) != ('plain', 'linear') or case == 'T5-v_seq']
+
+
+@pytest.mark.parametrize('config, kind, shape, case', MATCH)
+def test_kernels_match_the_torch_path(grid, config, kind, shape, case):
+    """Spikes, v_seq and v_last equal; gradients of every input (and of v_init) close."""
+    T, v_start, store_v_seq = CASES[case]
     seed = T * 100 + CONFIGS.index(config) * 10 + len(SHAPES[shape])
-    inputs = currents(T, SHAPES[shape], seed)
+    inputs = inputs_for(kind, T, SHAPES[shape], seed, grid.device)
     g = torch.Generator().manual_seed(seed + 1)
     v_init = (config.v_reset or 0.0) if v_start == 'rest' else torch.randn(SHAPES[shape], generator=g)
-    grad_spikes, grad_v = torch.randn((T, *SHAPES[shape]), generator=g), torch.randn(SHAPES[shape], generator=g)
+    weights = [torch.randn((T, *SHAPES[shape]), generator=g), torch.randn(SHAPES[shape], generator=g),
+               torch.randn((T, *SHAPES[shape]), generator=g)]
 
-    spikes, v_last, grads = run('torch', config, inputs, v_init, grad_spikes, grad_v)
-    k_spikes, k_v_last, k_grads = run('fused', config, inputs, v_init, grad_spikes, grad_v)
+    want, want_grads = run('torch', config, [t.cpu() for t in inputs], v_init, weights, store_v_seq)
+    got, got_grads = run('kernel', config, inputs, v_init if v_start == 'rest' else v_init.to(grid.device),
+                         [w.to(grid.device) for w in weights], store_v_seq)
 
-    assert 0 < spikes.mean() < 1
-    assert torch.equal(k_spikes, spikes)
-    assert torch.equal(k_v_last, v_last)
-    assert_grads_close(k_grads, grads)
-    silent = inputs[2].isinf()
-    assert silent[0, 0].all() and k_grads[0][silent].eq(0).all() and k_grads[2][silent].eq(0).all()
-    with torch.no_grad():
-        i_int = integrated(*inputs)  # the same values as sj_ei's torch path computes
-        assert torch.equal(integrate(*(t.flatten(0, 1) for t in inputs[:3]), *inputs[3:]), i_int.flatten(0, 1))
-        node = lif(config).eval()  # spikingjelly's evaluation path (TorchScript loops) fires the same
-        if isinstance(v_init, torch.Tensor):
-            node.v = v_init.clone()
-        assert torch.equal(node(i_int), spikes)
-    forward = [args for kernel, args in launches if '_forward_' in kernel.name]
-    assert len(forward) == 1 and len([k for k, _ in launches if '_backward_' in k.name]) == 1
+    assert 0 < want[0].mean() < 1
+    for name, a, b in zip(('spikes', 'v_seq', 'v_last'), got, want):
+        assert (a is None) == (b is None) and (a is None or (a.dtype == torch.float32 and torch.equal(a, b))), name
+    assert_grads_close(got_grads, want_grads)
+    assert grid.kinds() == [[kind, 'forward'], [kind, 'backward']]
+    if kind == 'ei':
+        silent = inputs[2].cpu().isinf()
+        assert silent[0, 0].all() and got_grads[0][silent].eq(0).all() and got_grads[2][silent].eq(0).all()
     if config == PAPER and v_start == 'rest':
-        assert (forward[0]['h_seq'] == config.v_threshold).any(), 'no membrane potential landed on the threshold'
+        h_seq = grid.made[0][1]['h_seq']
+        assert (h_seq == config.v_threshold).any(), 'no membrane potential landed on the threshold'
 
 
-def test_membrane_exactly_at_threshold_fires_in_both(launches):
+def test_membrane_exactly_at_threshold_fires_in_both(grid):
     """H = 0.5 * 0 + (1.5 - 0.5) / 1 = 1.0 exactly: both fire, and again after the soft reset to 0."""
     i_ee, i_ei, i_sh = torch.full((3, 1, 2), 1.5), torch.full((3, 1, 2), 0.5), torch.ones(3, 1, 2)
     inputs = (i_ee, i_ei, i_sh, torch.ones(2), torch.zeros(2))
-    ones = torch.ones(3, 1, 2)
-    spikes, v_last, _ = run('torch', PAPER, inputs, 0.0, ones, torch.ones(1, 2))
-    k_spikes, k_v_last, _ = run('fused', PAPER, inputs, 0.0, ones, torch.ones(1, 2))
+    weights = [torch.ones(3, 1, 2), torch.ones(1, 2)]
+    (spikes, _, v_last), _ = run('torch', PAPER, inputs, 0.0, weights, False)
+    (k_spikes, _, k_v_last), _ = run('kernel', PAPER, [t.to(grid.device) for t in inputs], 0.0,
+                                     [w.to(grid.device) for w in weights], False)
     assert spikes.eq(1).all() and k_spikes.eq(1).all() and k_v_last.eq(0).all() and v_last.eq(0).all()
-    assert launches[0][1]['h_seq'].eq(1.0).all()
+    assert grid.made[0][1]['h_seq'].eq(1.0).all()
 
 
-@pytest.mark.parametrize('kind', ['float16', 'bfloat16', 'mixed'])
-def test_half_precision_currents_are_integrated_in_float32(launches, kind):
-    """Under autocast the currents come as float16/bfloat16: the kernel reads them, computes in float32
-    (so the spikes are those of the float32 path on the same values) and writes spikes and current
-    gradients in the currents' dtype; mixed dtypes are promoted."""
+@pytest.mark.parametrize('config', HALF_CONFIGS, ids=[c.surrogate for c in HALF_CONFIGS])
+@pytest.mark.parametrize('kind, dtype', [('ei', 'float16'), ('ei', 'bfloat16'), ('ei', 'mixed'),
+                                         ('plain', 'float16'), ('plain', 'bfloat16')])
+def test_16_bit_currents_are_integrated_in_float32(grid, config, kind, dtype):
+    """Under autocast the currents come as float16/bfloat16: the kernels read them in place and
+    compute in float32, so spikes and potentials are those of the float32 path on the same values,
+    returned in float32; the currents' gradients come back in their own dtype.  Mixed dtypes are
+    promoted (one float32 current: the float32 kernel)."""
     T, shape = 4, SHAPES['conv']
-    i_ee, i_ei, i_sh, gain_e, bias = currents(T, shape, seed=7)
-    dtype = torch.float16 if kind == 'mixed' else getattr(torch, kind)
-    low = (i_ee.to(dtype), i_ei.to(dtype), i_sh if kind == 'mixed' else i_sh.to(dtype), gain_e, bias)
+    low = getattr(torch, dtype) if dtype != 'mixed' else torch.float16
+    inputs = inputs_for(kind, T, shape, seed=7, device=grid.device)
+    inputs = [t.to(low) if t.dim() > 1 and (dtype != 'mixed' or i < 2) else t for i, t in enumerate(inputs)]
     g = torch.Generator().manual_seed(8)
     v_init = torch.randn(shape, generator=g)
-    grad_v = torch.randn(shape, generator=g)
-    grad_spikes = torch.randn((T, *shape), generator=g).to(dtype).float()  # the spikes' gradient is in their dtype
-    spikes, v_last, grads = run('torch', PAPER, [t.float() for t in low], v_init, grad_spikes, grad_v)
-    k_spikes, k_v_last, k_grads = run('fused', PAPER, low, v_init, grad_spikes, grad_v)
-    storage = torch.float32 if kind == 'mixed' else dtype
+    weights = [torch.randn((T, *shape), generator=g), torch.randn(shape, generator=g)]
+    want, want_grads = run('torch', config, [t.float().cpu() for t in inputs], v_init, weights, False)
+    got, got_grads = run('kernel', config, inputs, v_init.to(grid.device), [w.to(grid.device) for w in weights],
+                         False)
+    storage = torch.float32 if dtype == 'mixed' else low
     tag = {torch.float32: 'f32', torch.float16: 'f16', torch.bfloat16: 'bf16'}[storage]
-    assert k_spikes.dtype == storage and f'_forward_{tag}_' in launches[0][0].name
-    assert torch.equal(k_spikes.float(), spikes) and torch.equal(k_v_last, v_last)
-    for name, got, want, leaf in zip(NAMES, k_grads, grads, list(low) + [v_init]):
+    assert f'_{kind}_forward_{tag}_' in grid.made[0][0].name
+    assert got[0].dtype == got[2].dtype == torch.float32
+    assert torch.equal(got[0], want[0]) and torch.equal(got[2], want[2])
+    for index, (got_grad, want_grad, leaf) in enumerate(zip(got_grads, want_grads, list(inputs) + [v_init])):
         eps = torch.finfo(leaf.dtype).eps if leaf.dtype != torch.float32 else 1e-5
-        torch.testing.assert_close(got, want.to(leaf.dtype), rtol=eps, atol=eps * want.abs().max().item(),
-                                   msg=lambda m: f'{name}: {m}')
+        assert got_grad.dtype == leaf.dtype, index
+        torch.testing.assert_close(got_grad, want_grad.to(leaf.dtype), rtol=eps, atol=eps * want_grad.abs().max().item(),
+                                   msg=lambda m: f'gradient {index}: {m}')
 
 
 LAYOUTS = {'n-major': lambda t: t.transpose(0, 1).contiguous().transpose(0, 1),
-           'every-other-channel': lambda t: torch.stack([t, t + 1], dim=-1)[..., 0]}
+           'every-other-element': lambda t: torch.stack([t, t + 1], dim=-1)[..., 0]}
 
 
 @pytest.mark.parametrize('layout', list(LAYOUTS))
-def test_layouts_the_kernel_cannot_index_are_copied(launches, layout):
-    """Samples must be runs of contiguous features: other layouts (N before T in memory, features
-    every other element) are copied first, and give the same results."""
-    inputs = currents(4, SHAPES['linear'], seed=3)
-    strided = [LAYOUTS[layout](t) for t in inputs[:3]] + list(inputs[3:])
-    assert all(torch.equal(a, b) and not a.is_contiguous() for a, b in zip(strided[:3], inputs))
-    spikes, v_last, grads = run('torch', PAPER, inputs, 0.0, torch.ones(4, 2, 10), torch.zeros(2, 10))
-    k_spikes, k_v_last, k_grads = run('fused', PAPER, strided, 0.0, torch.ones(4, 2, 10), torch.zeros(2, 10))
-    assert torch.equal(k_spikes, spikes) and torch.equal(k_v_last, v_last)
-    assert_grads_close(k_grads, grads)
+@pytest.mark.parametrize('kind', KINDS)
+def test_layouts_the_kernels_cannot_index_are_copied(grid, kind, layout):
+    """Samples (time steps, for 'plain') must be runs of contiguous features: other layouts are
+    copied first, and give the same results."""
+    inputs = inputs_for(kind, 4, SHAPES['linear'], seed=3, device=grid.device)
+    strided = [LAYOUTS[layout](t) if t.dim() > 1 else t for t in inputs]
+    assert all(torch.equal(a, b) and (a.dim() == 1 or not a.is_contiguous()) for a, b in zip(strided, inputs))
+    weights = [torch.ones(4, 2, 10, device=grid.device), torch.zeros(2, 10, device=grid.device)]
+    want, want_grads = run('kernel', PAPER, inputs, 0.0, weights, False)
+    got, got_grads = run('kernel', PAPER, strided, 0.0, weights, False)
+    assert torch.equal(got[0], want[0]) and torch.equal(got[2], want[2])
+    assert_grads_close(got_grads, want_grads, rtol=0)
 
 
-def test_conversions_round_like_torch(emulator):
+@pytest.mark.parametrize('kind', KINDS)
+def test_inference_saves_nothing_and_fires_like_spikingjelly_eval(grid, kind):
+    """Without autograd the forward kernel writes no saved sequences (placeholders of one element),
+    and fires as spikingjelly's evaluation path (its TorchScript loop) does."""
+    config = CONFIGS[1]
+    inputs = inputs_for(kind, 6, SHAPES['conv'], seed=11, device=grid.device)
+    v_init = torch.randn(SHAPES['conv'], generator=torch.Generator().manual_seed(12))
+    with torch.no_grad():
+        spikes, v_seq, v_last = forward('kernel', config, inputs, v_init.to(grid.device), True)
+        node = lif(config, store_v_seq=True).eval()
+        node.v = v_init.clone()
+        x_seq = integrate(EICurrents(*(t.cpu() for t in inputs)), channel_dim=2) if kind == 'ei' else inputs[0].cpu()
+        want = node(x_seq)
+    saved = [name for name in ('h_seq', 'n_seq') if name in grid.made[0][1]]
+    assert saved and all(grid.made[0][1][name].numel() == 1 for name in saved)
+    assert torch.equal(spikes.cpu(), want) and torch.equal(v_seq.cpu(), node.v_seq) and torch.equal(v_last.cpu(), node.v)
+
+
+def test_conversions_round_like_torch(grid):
     """Every float16 and bfloat16 value, and floats at and around every rounding tie, convert as torch does."""
     bits = torch.arange(65536, dtype=torch.int32).to(torch.int16)
     values = {dtype: bits.view(dtype).float() for dtype in HALF_TYPES}
@@ -297,14 +383,15 @@ def test_conversions_round_like_torch(emulator):
         ties = ((v[:-1].double() + v[1:].double()) / 2).float()  # exact: both formats have < 24 bits
         x += [v, ties, ties.nextafter(torch.tensor(math.inf)), ties.nextafter(torch.tensor(-math.inf))]
     x = torch.cat(x)
-    from_f16, from_bf16 = torch.empty(65536), torch.empty(65536)
-    to_f16, to_bf16 = torch.empty(len(x), dtype=torch.int16), torch.empty(len(x), dtype=torch.int16)
-    emulator.launch(CONVERSION_TEST, (math.ceil(len(x) / BLOCK),), (BLOCK,),
-                    [bits, from_f16, from_bf16, x, to_f16, to_bf16, len(x)])
-    for got, dtype in ((from_f16, torch.float16), (from_bf16, torch.bfloat16)):
+    device = grid.device
+    from_f16, from_bf16 = torch.empty(65536, device=device), torch.empty(65536, device=device)
+    to_f16, to_bf16 = (torch.empty(len(x), dtype=torch.int16, device=device) for _ in range(2))
+    grid.launch(CONVERSION_TEST, (math.ceil(len(x) / BLOCK),), (BLOCK,),
+                [bits.to(device), from_f16, from_bf16, x.to(device), to_f16, to_bf16, len(x)])
+    for got, dtype in ((from_f16.cpu(), torch.float16), (from_bf16.cpu(), torch.bfloat16)):
         want = values[dtype]
         assert torch.equal(got.isnan(), want.isnan()) and torch.equal(got[~want.isnan()], want[~want.isnan()])
-    for got, dtype in ((to_f16, torch.float16), (to_bf16, torch.bfloat16)):
+    for got, dtype in ((to_f16.cpu(), torch.float16), (to_bf16.cpu(), torch.bfloat16)):
         want = x.to(dtype)
         assert torch.equal(got.view(dtype).isnan(), want.isnan())
         assert torch.equal(got[~want.isnan()], want.view(torch.int16)[~want.isnan()])
@@ -312,20 +399,20 @@ def test_conversions_round_like_torch(emulator):
 
 def test_emulator_catches_a_thread_writing_past_the_end(emulator):
     """The harness can fail: without its bounds check, the last block's surplus threads write past the tensors."""
-    kernel = forward_kernel(PAPER)
+    kernel = forward_kernel(PAPER, 'plain')
     name = kernel.name + '_unchecked'
     unchecked = Kernel(name, kernel.source.replace('if (i >= numel) return;', '').replace(kernel.name, name),
                        kernel.params)
-    x = torch.rand(1, 2, 10)
-    args = [x, 10, x, 10, x + 1, 10, torch.ones(10), torch.zeros(10), torch.zeros(1), 0,
-            torch.empty(1, 20), torch.empty(1, 20), torch.empty(1, 20), torch.empty(20), 1, 20, 10, 1]
+    x = torch.rand(1, 20)
+    args = [x, 20, torch.zeros(1), 0, torch.empty(1, 20), torch.empty(1, 20), 1, torch.empty(1, 20), 1,
+            torch.empty(20), 1, 20]
     emulator.launch(kernel, (1,), (BLOCK,), args)
     with pytest.raises(AssertionError, match='wrote outside'):
         emulator.launch(unchecked, (1,), (BLOCK,), args)
 
 
 def test_launch_hands_cupy_pointers_and_typed_integers_on_the_torch_stream(monkeypatch):
-    """``_launch`` (never run without a GPU) against a stand-in CuPy that records what it is given."""
+    """``_launch`` against a stand-in CuPy that records what it is given (the real one is run by the 'cuda' cases)."""
     calls = []
 
     class Context:
@@ -368,20 +455,41 @@ def test_launch_hands_cupy_pointers_and_typed_integers_on_the_torch_stream(monke
             assert type(value) is {'int': np.int32, 'long long': np.int64}[ctype] and value == 3, name
 
 
+# ---------------------------------------------------------------- configuration
+
+@pytest.mark.parametrize('name, key, alpha', [('Sigmoid', 'sigmoid', 5.0), ('ATan', 'atan', 3.0)])
+def test_config_of_a_spikingjelly_node(name, key, alpha):
+    node = neuron.LIFNode(tau=3.0, decay_input=True, v_threshold=0.5, v_reset=0.0, detach_reset=False,
+                          surrogate_function=getattr(surrogate, name)(alpha=alpha))
+    assert LIFConfig.of(node) == LIFConfig(3.0, 0.5, 0.0, True, False, key, alpha)
+    assert LIFConfig.of(neuron.LIFNode(surrogate_function=getattr(surrogate, name)())).surrogate_alpha == \
+        getattr(surrogate, name)().alpha
+
+
+def test_other_surrogates_are_one_clear_error():
+    with pytest.raises(ValueError, match=r"supports the surrogates surrogate.Sigmoid and surrogate.ATan, "
+                                         r"got PiecewiseQuadratic; use one of them, or backend='torch'"):
+        LIFConfig.of(neuron.LIFNode(surrogate_function=surrogate.PiecewiseQuadratic()))
+    with pytest.raises(ValueError, match=r"Sigmoid\(spiking=False\)"):
+        LIFConfig.of(neuron.LIFNode(surrogate_function=surrogate.Sigmoid(spiking=False)))
+    with pytest.raises(ValueError, match=r"supports the surrogates 'sigmoid', 'atan' .* got 'erf'"):
+        LIFConfig(surrogate='erf')
+    with pytest.raises(ValueError, match='tau > 0'):
+        LIFConfig(tau=0.0)
+
+
 # ---------------------------------------------------------------- errors a user can cause
 
 def test_cupy_without_a_gpu_is_one_clear_error():
     x = torch.rand(2, 1, 3)
+    if torch.cuda.is_available():
+        pytest.skip('this machine has a CUDA GPU')
     with pytest.raises(cupy_backend.CupyUnavailableError,
                        match=r"backend 'cupy' needs CUDA tensors, but this machine has no CUDA GPU; "
                              r"use backend='torch' .* or move the network and its input to a CUDA device"):
-        cupy_backend.require_cupy(x)
-    with pytest.raises(RuntimeError, match="backend 'cupy' needs CUDA tensors"):
-        cupy_backend.fused_ei_lif(x, x, x, torch.ones(3), torch.zeros(3), 0.0, **PAPER._asdict())
-    block = sj_ei.EIBlock(sj_ei.EIConv2d(2, 8, 3, padding=1, step_mode='m'), sj_ei.e_population())
-    functional.set_backend(block, 'cupy')
-    with pytest.raises(cupy_backend.CupyUnavailableError, match='move the network'):
-        block((torch.rand(2, 2, 2, 8, 8) < 0.3).float())
+        cupy_backend.fused_ei_lif(EICurrents(x, x, x, torch.ones(3), torch.zeros(3)), 0.0, PAPER)
+    with pytest.raises(cupy_backend.CupyUnavailableError, match="backend 'cupy' needs CUDA tensors"):
+        cupy_backend.fused_lif(x, 0.0, PAPER)
 
 
 def test_cupy_missing_is_one_clear_error(monkeypatch):
@@ -395,14 +503,22 @@ def test_cupy_missing_is_one_clear_error(monkeypatch):
         cupy_backend._cupy_problem.cache_clear()
 
 
-def test_bad_arguments_are_one_clear_error(launches):
-    i_ee, i_ei, i_sh, gain_e, bias = currents(2, SHAPES['linear'], seed=0)
+def test_bad_arguments_are_one_clear_error(grid):
+    i_ee, i_ei, i_sh, gain_e, bias = currents(2, SHAPES['linear'], seed=0, device=grid.device)
     with pytest.raises(ValueError, match=r'gain_e and bias must have the shape \[C\] = \[10\]'):
-        cupy_backend.fused_ei_lif(i_ee, i_ei, i_sh, gain_e[:3], bias, 0.0, **PAPER._asdict())
-    with pytest.raises(ValueError, match='v_init of shape .* does not fit'):
-        cupy_backend.fused_ei_lif(i_ee, i_ei, i_sh, gain_e, bias, torch.zeros(5, 10), **PAPER._asdict())
+        cupy_backend.fused_ei_lif(EICurrents(i_ee, i_ei, i_sh, gain_e[:3], bias), 0.0, PAPER)
+    with pytest.raises(ValueError, match=r'i_ee, i_ei, i_sh must all have the shape \[T, N, C, \*S\]'):
+        cupy_backend.fused_ei_lif(EICurrents(i_ee, i_ei[:1], i_sh, gain_e, bias), 0.0, PAPER)
+    with pytest.raises(ValueError, match=r'v_init of shape \(5, 10\) does not fit .*reset_net'):
+        cupy_backend.fused_ei_lif(EICurrents(i_ee, i_ei, i_sh, gain_e, bias), torch.zeros(5, 10, device=grid.device),
+                                  PAPER)
     with pytest.raises(TypeError, match="use backend='torch' for other dtypes"):
-        cupy_backend.fused_ei_lif(i_ee.double(), i_ei, i_sh, gain_e, bias, 0.0, **PAPER._asdict())
+        cupy_backend.fused_lif(i_ee.double(), 0.0, PAPER)
+    with pytest.raises(TypeError, match=r'config must be an sj_ei.cupy_backend.LIFConfig \(e.g. LIFConfig.of\(node\)\)'):
+        cupy_backend.fused_lif(i_ee, 0.0, {'tau': 2.0})
+    with pytest.raises(ValueError, match=r'x_seq must have the shape \[T, N, \*F\]'):
+        cupy_backend.fused_lif(i_ee[0, 0, 0], 0.0, PAPER)
+    assert grid.made == []
 
 
 # ---------------------------------------------------------------- spikingjelly's own CuPy code on numpy 2

@@ -1,35 +1,40 @@
 """Datasets: the built-in synthetic events, and the paper's datasets in their real on-disk formats."""
+import contextlib
+import io
 import pickle
 import re
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+import torch.nn.functional as F
+from spikingjelly.datasets import split_to_train_test_set
 
 from sj_ei import datasets
 from sj_ei.datasets import events
 from sj_ei.datasets.synthetic import CLASSES, SyntheticEvents
-from sj_ei.datasets.transforms import Cutout, EventAugment
+from sj_ei.datasets.transforms import Cutout, RandomRoll, event_transform
 
-import dvs_gesture_format as gesture
+import formats
+from formats import write_cifar, write_cifar10dvs, write_dvs_gesture, write_tinyimagenet
 
 
 def tree(root):
     return sorted(str(p.relative_to(root)) for p in root.rglob('*'))
 
 
-def nearest_48(frames):
-    """The 48x48 nearest resize of ``[..., 128, 128]``, written out: pixel ``i`` takes source ``floor(i * 128 / 48)``."""
-    index = (np.arange(48) * 128) // 48
-    return frames[..., index[:, None], index[None, :]]
+def resized_48(frames):
+    """``[T, 2, 128, 128] -> [T, 2, 48, 48]``: bilinear resize with antialiasing (torchvision's default
+    ``Resize`` on tensors, the authors' pipeline): each output pixel averages the events under it."""
+    return F.interpolate(torch.as_tensor(frames, dtype=torch.float32), size=(48, 48), mode='bilinear',
+                         antialias=True, align_corners=False)
 
 
 # ---- DVS128 Gesture ---------------------------------------------------------------------
 
 def expected_frames(recording, label, T):
     """``[T, 2, 128, 128]`` event counts of one gesture as written, split into T frames of equal event count."""
-    x, y, p, t = gesture.gesture_events(recording, label)
+    x, y, p, t = formats.gesture_events(recording, label)
     frames = np.zeros((T, 2, 128, 128))
     bounds = [len(t) // T * i for i in range(T)] + [len(t)]
     for i in range(T):
@@ -39,10 +44,10 @@ def expected_frames(recording, label, T):
 
 
 def test_tiny_dvs_gesture_in_its_real_format_loads_into_labelled_frames(tmp_path):
-    gesture.write_dvs_gesture(tmp_path)
-    for train, (recording, _) in zip((True, False), gesture.USERS):
+    write_dvs_gesture(tmp_path)
+    for train, (recording, _) in zip((True, False), formats.GESTURE_USERS):
         data = datasets.build('dvsgesture', tmp_path, T=4, train=train)
-        assert len(data) == gesture.CLASSES
+        assert len(data) == formats.GESTURE_CLASSES
         labels = []
         for i in range(len(data)):
             x, label = data[i]
@@ -54,15 +59,16 @@ def test_tiny_dvs_gesture_in_its_real_format_loads_into_labelled_frames(tmp_path
             # every event of the labelled window, in its polarity channel, row and column, and frame: nothing else
             expected = expected_frames(recording, label, 4)
             np.testing.assert_array_equal(raw, expected)
-            unaugmented, _ = events.FramedEvents(data.frames, augment=False, labels=data.labels)[i]
-            np.testing.assert_array_equal(unaugmented.numpy(), nearest_48(expected))
-        assert sorted(labels) == list(range(gesture.CLASSES))
+            if not train:  # the test split is resized only, and keeps every event's mass
+                torch.testing.assert_close(x, resized_48(expected))
+                assert x.sum().item() * (128 / 48) ** 2 == pytest.approx(expected.sum(), rel=0.02)
+        assert sorted(labels) == list(range(formats.GESTURE_CLASSES))
     assert not [p for p in tree(tmp_path) if '/.' in p or p.startswith('.')]  # no staging folder left
     assert {p.split('/')[0] for p in tree(tmp_path)} == {'extract', 'events_np', 'frames_number_4_split_by_number'}
 
 
 def test_dvs_gesture_caches_are_reused_and_another_T_gets_its_own(tmp_path):
-    gesture.write_dvs_gesture(tmp_path)
+    write_dvs_gesture(tmp_path)
     datasets.build('dvsgesture', tmp_path, T=4, train=False)
     stamp = (tmp_path / 'events_np').stat().st_mtime_ns
     data = datasets.build('dvsgesture', tmp_path, T=2, train=False)
@@ -71,8 +77,17 @@ def test_dvs_gesture_caches_are_reused_and_another_T_gets_its_own(tmp_path):
     assert data[0][0].shape == (2, 2, 48, 48)
 
 
+def test_a_frame_cache_of_another_size_is_refused_with_what_to_do(tmp_path):
+    write_dvs_gesture(tmp_path)
+    data = datasets.build('dvsgesture', tmp_path, T=4, train=False)
+    path = data.frames.samples[0][0]
+    np.savez_compressed(path, frames=resized_48(np.load(path)['frames']).numpy())  # frames made at 48x48
+    with pytest.raises(ValueError, match=r"frames of \(48, 48\) pixels .* sensor's 128x128.*Move the frames_number_"):
+        data[0]
+
+
 def test_missing_recording_is_named_and_nothing_is_written(tmp_path):
-    folder = gesture.write_dvs_gesture(tmp_path)
+    folder = write_dvs_gesture(tmp_path)
     (folder / 'user24_lab_labels.csv').unlink()
     before = tree(tmp_path)
     with pytest.raises(datasets.DatasetNotFoundError, match=r'incomplete.*user24_lab_labels\.csv'):
@@ -81,7 +96,7 @@ def test_missing_recording_is_named_and_nothing_is_written(tmp_path):
 
 
 def test_damaged_recording_fails_loudly_and_leaves_no_cache(tmp_path):
-    folder = gesture.write_dvs_gesture(tmp_path)
+    folder = write_dvs_gesture(tmp_path)
     recording = folder / 'user01_fluorescent.aedat'
     recording.write_bytes(recording.read_bytes()[:-3])  # the last event cut short
     before = tree(tmp_path)
@@ -122,23 +137,6 @@ def test_damaged_archive_is_reported_and_kept(tmp_path, name, archives):
 
 # ---- CIFAR10-DVS --------------------------------------------------------------------------
 
-def write_cifar10dvs(root, per_class=12):
-    """``root/extract/<class>/cifar10_<class>_<i>.aedat`` in CIFAR10-DVS's format (AEDAT 2.0:
-    '#' header lines, then big-endian 32-bit address, timestamp pairs; address bits
-    x = 1-7, y = 8-14, polarity = 0).  Returns ``{(class, i): (x_raw, y_raw, pol)}``."""
-    rng, written = np.random.default_rng(0), {}
-    for c in events.CIFAR10DVS_CLASSES:
-        (root / 'extract' / c).mkdir(parents=True)
-        for i in range(per_class):
-            n = 40
-            x, y, pol = rng.integers(0, 128, n), rng.integers(0, 128, n), rng.integers(0, 2, n)
-            words = np.stack([(y << 8) | (x << 1) | pol, np.arange(n) * 10], 1).astype('>u4')
-            header = b'#!AER-DAT2.0\r\n# This is a raw AE data file\r\n# created 2016\r\n'
-            (root / 'extract' / c / f'cifar10_{c}_{i}.aedat').write_bytes(header + words.tobytes())
-            written[c, i] = x, y, pol
-    return written
-
-
 def test_cifar10dvs_reader_matches_spikingjelly(tmp_path, monkeypatch):
     write_cifar10dvs(tmp_path, per_class=1)
     source = tmp_path / 'extract' / 'bird' / 'cifar10_bird_0.aedat'
@@ -152,77 +150,67 @@ def test_cifar10dvs_reader_matches_spikingjelly(tmp_path, monkeypatch):
 
 
 def test_tiny_cifar10dvs_in_its_real_format_is_split_per_class(tmp_path):
-    written = write_cifar10dvs(tmp_path)
+    written = write_cifar10dvs(tmp_path, per_class=12)
     train = datasets.build('cifar10dvs', tmp_path, T=2, train=True)
     test = datasets.build('cifar10dvs', tmp_path, T=2, train=False)
     assert len(train) == 10 * 11 and len(test) == 10
-    # the test recording of every class is the last in natural order (_11, not _9 as in string order)
+    # the authors' split: spikingjelly's split_to_train_test_set(0.9) over the file names in string order,
+    # so the test recording of every class is _9 (after _0, _1, _10, _11, _2 ... _8)
     subset = test.frames  # a Subset of spikingjelly's CIFAR10DVS
+    with contextlib.redirect_stderr(io.StringIO()):  # its progress bar
+        theirs = split_to_train_test_set(0.9, subset.dataset, 10)
+    assert (train.frames.indices, subset.indices) == (theirs[0].indices, sorted(theirs[1].indices))
     tests = sorted(subset.dataset.samples[i][0].rsplit('/', 1)[1] for i in subset.indices)
-    assert tests == sorted(f'cifar10_{c}_11.npz' for c in events.CIFAR10DVS_CLASSES)
+    assert tests == sorted(f'cifar10_{c}_9.npz' for c in events.CIFAR10DVS_CLASSES)
     for i in range(len(test)):
         x, label = test[i]
         raw, _ = subset[i]
         c = events.CIFAR10DVS_CLASSES[label]
-        assert f'cifar10_{c}_11.npz' in subset.dataset.samples[subset.indices[i]][0]
-        x_raw, y_raw, pol = written[c, 11]
+        assert f'cifar10_{c}_9.npz' in subset.dataset.samples[subset.indices[i]][0]
+        x_raw, y_raw, pol = written[c, 9]
         expected = np.zeros((2, 128, 128))  # spikingjelly's orientation: x = 127 - y_raw, y = 127 - x_raw, p = 1 - pol
         np.add.at(expected, (1 - pol, 127 - x_raw, 127 - y_raw), 1)
         np.testing.assert_array_equal(raw.sum(0), expected)
         assert x.shape == (2, 2, 48, 48)
-        np.testing.assert_array_equal(x.numpy(), nearest_48(raw))
+        torch.testing.assert_close(x, resized_48(raw))
     assert sorted({label for _, label in (train[i] for i in range(0, len(train), 11))}) == list(range(10))
 
 
 # ---- CIFAR and TinyImageNet -----------------------------------------------------------------
 
-def write_cifar(root, name):
-    """A tiny copy of the CIFAR python version (pickled dicts of uint8 rows), 4 images per batch."""
-    rng = np.random.default_rng(0)
-    if name == 'cifar10':
-        folder, batches, key = root / 'cifar-10-batches-py', [f'data_batch_{i}' for i in range(1, 6)] + ['test_batch'], 'labels'
-        meta = ('batches.meta', {'label_names': [str(i) for i in range(10)]})
-    else:
-        folder, batches, key = root / 'cifar-100-python', ['train', 'test'], 'fine_labels'
-        meta = ('meta', {'fine_label_names': [str(i) for i in range(100)]})
-    folder.mkdir()
-    for batch in batches:
-        (folder / batch).write_bytes(pickle.dumps({'data': rng.integers(0, 256, (4, 3072), dtype=np.uint8),
-                                                   key: [0, 1, 2, 3]}))
-    (folder / meta[0]).write_bytes(pickle.dumps(meta[1]))
-
-
-@pytest.mark.parametrize('name, train_size', [('cifar10', 20), ('cifar100', 4)])
-def test_cifar_in_its_real_format(tmp_path, monkeypatch, name, train_size):
-    write_cifar(tmp_path, name)
+@pytest.mark.parametrize('name', ['cifar10', 'cifar100'])
+def test_cifar_in_its_real_format_gives_the_pixels_in_0_1_unnormalized(tmp_path, monkeypatch, name):
+    folder = write_cifar(tmp_path, name, per_batch=4, test=6)
     with pytest.raises(ValueError, match='do.*not match the published MD5'):  # a tiny copy is not the published one
         datasets.build(name, tmp_path, T=4, train=True)
     monkeypatch.setattr('torchvision.datasets.cifar.check_integrity', lambda path, md5=None: True)
     train = datasets.build(name, tmp_path, T=4, train=True)
     test = datasets.build(name, tmp_path, T=4, train=False)
-    assert len(train) == train_size and len(test) == 4
-    image, label = test[1]
-    assert image.shape == (3, 32, 32) and label == 1
-    assert train[1][0].shape == (3, 32, 32)
+    assert len(train) == 20 and len(test) == 6
+    with open(folder / ('test_batch' if name == 'cifar10' else 'test'), 'rb') as f:
+        batch = pickle.load(f, encoding='latin1')
+    for i in range(6):  # the test split: exactly the stored bytes / 255 (ToTensor, no mean/std normalization)
+        image, label = test[i]
+        assert torch.equal(image, torch.from_numpy(batch['data'][i]).view(3, 32, 32).float() / 255)
+        assert label == batch['labels' if name == 'cifar10' else 'fine_labels'][i]
+    for i in range(len(train)):  # augmented (crop with zero padding, flip, cutout), still in [0, 1]
+        image, _ = train[i]
+        assert image.shape == (3, 32, 32) and image.min() >= 0 and image.max() <= 1
+        assert (image == 0).all(0).sum() >= 8 * 8  # the cutout (at least a quarter of its 16x16 inside)
 
 
-def write_tinyimagenet(root):
-    folder = root / 'tiny-imagenet-200'
-    wnids = ['n02', 'n01', 'n03']
-    (folder / 'val' / 'images').mkdir(parents=True)
-    (folder / 'wnids.txt').write_text('\n'.join(wnids) + '\n')
-    image = Image.new('RGB', (64, 64), (120, 30, 200))
-    for wnid in wnids:
-        (folder / 'train' / wnid / 'images').mkdir(parents=True)
-        (folder / 'train' / wnid / f'{wnid}_boxes.txt').write_text('')
-        for i in range(2):
-            image.save(folder / 'train' / wnid / 'images' / f'{wnid}_{i}.JPEG')
-    rows = []
-    for i, wnid in enumerate(['n03', 'n01', 'n03', 'n02']):
-        image.save(folder / 'val' / 'images' / f'val_{i}.JPEG')
-        rows.append(f'val_{i}.JPEG\t{wnid}\t0\t0\t63\t63')
-    (folder / 'val' / 'val_annotations.txt').write_text('\n'.join(rows) + '\n')
-    return folder
+def test_written_images_look_like_photos(tmp_path, monkeypatch):
+    """The test images are not noise: channel means like CIFAR-10's, bright shapes, some dark scenes."""
+    write_cifar(tmp_path, 'cifar10', per_batch=1, test=300)
+    monkeypatch.setattr('torchvision.datasets.cifar.check_integrity', lambda path, md5=None: True)
+    test = datasets.build('cifar10', tmp_path, T=4, train=False)
+    x = torch.stack([test[i][0] for i in range(len(test))])  # [N, 3, 32, 32]
+    torch.testing.assert_close(x.mean((0, 2, 3)), torch.tensor(formats.CIFAR10_MEANS), atol=0.04, rtol=0)
+    brightness = x.mean((1, 2, 3))
+    assert 0.1 < (brightness < 0.2).float().mean() < 0.4  # mostly dark scenes
+    assert (x.amax((1, 2, 3)) > 0.7).all()  # every image has a bright shape or stroke
+    neighbours = torch.corrcoef(torch.stack([x[..., :-1].flatten(), x[..., 1:].flatten()]))[0, 1]
+    assert neighbours > 0.8  # neighbouring pixels are alike, as in photos (uniform noise: 0)
 
 
 def test_tinyimagenet_in_its_distributed_layout(tmp_path):
@@ -230,14 +218,15 @@ def test_tinyimagenet_in_its_distributed_layout(tmp_path):
     before = tree(tmp_path)
     train = datasets.build('tinyimagenet', tmp_path, T=4, train=True)
     test = datasets.build('tinyimagenet', tmp_path, T=4, train=False)
-    assert len(train) == 6 and len(test) == 4
-    assert [label for _, label in test.samples] == [2, 0, 2, 1]  # sorted wnids: n01, n02, n03
+    assert len(train) == 12 and len(test) == 5
+    # sorted wnids: n01443537, n02124075, n04067472, n09246464
+    assert [label for _, label in test.samples] == [2, 0, 2, 1, 3]
     image, label = test[0]
-    assert image.shape == (3, 64, 64) and label == 2
+    assert image.shape == (3, 64, 64) and label == 2 and image.min() >= 0 and image.max() <= 1
     assert train[0][0].shape == (3, 64, 64)
     assert tree(tmp_path) == before  # read in place
-    (folder / 'wnids.txt').write_text('n01\nn02\nn03\nn04\n')
-    with pytest.raises(datasets.DatasetNotFoundError, match='missing n04'):
+    (folder / 'wnids.txt').write_text('\n'.join(formats.TINYIMAGENET_WNIDS + ('n99999999',)) + '\n')
+    with pytest.raises(datasets.DatasetNotFoundError, match='missing n99999999'):
         datasets.build('tinyimagenet', tmp_path, T=4, train=True)
 
 
@@ -298,26 +287,91 @@ def test_no_pixel_nor_event_count_gives_the_class_away():
 
 # ---- augmentations --------------------------------------------------------------------------
 
-def test_cutout_keeps_the_shape_and_zeroes_one_square():
+def test_cutout_zeroes_one_16x16_square_in_every_frame_and_channel():
     torch.manual_seed(0)
-    for _ in range(20):
-        out = Cutout(8)(torch.ones(3, 32, 32))
-        assert out.shape == (3, 32, 32)
-        rows, cols = (out[0] == 0).nonzero(as_tuple=True)
-        assert 0 < len(rows) <= 64 and (out[1:] == out[0]).all()
-        assert len(rows) == (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1)  # a rectangle
+    sizes = set()
+    for _ in range(50):
+        out = Cutout(16)(torch.ones(4, 2, 48, 48))
+        zero = out == 0
+        assert (zero == zero[0, 0]).all()  # the same square in every frame and channel
+        rows, cols = zero[0, 0].nonzero(as_tuple=True)
+        height, width = rows.max() - rows.min() + 1, cols.max() - cols.min() + 1
+        assert len(rows) == height * width and 8 <= height <= 16 and 8 <= width <= 16  # a square, clipped at the border
+        sizes.add(len(rows))
+    assert 256 in sizes and min(sizes) < 256
 
 
-def test_event_augmentation_keeps_the_shape_and_deletes_whole_frames():
+def test_roll_moves_a_pixel_by_up_to_5_in_each_direction():
     torch.manual_seed(0)
-    x = torch.arange(1, 9, dtype=torch.float32)[:, None, None, None].expand(8, 2, 64, 64)  # frame t holds t + 1
-    deleted_any = False
-    for _ in range(30):
-        out = EventAugment(48)(x)
-        assert out.shape == (8, 2, 48, 48)
-        values = out.amax((1, 2, 3))
-        assert torch.equal(out.amin((1, 2, 3)), values)            # every output frame is one input frame
-        assert (values.diff() >= 0).all()                           # in time order
-        assert 8 - len(values.unique()) <= 8 // 4                   # at most T // 4 frames deleted
-        deleted_any |= len(values.unique()) < 8
-    assert deleted_any
+    x = torch.zeros(3, 2, 48, 48)
+    x[:, :, 20, 30] = 1
+    shifts = set()
+    for _ in range(300):
+        out = RandomRoll(5)(x)
+        _, _, rows, cols = out.nonzero(as_tuple=True)
+        assert len(rows) == 6 and len(set(rows.tolist())) == len(set(cols.tolist())) == 1  # one pixel, all frames
+        shifts.add((int(rows[0]) - 20, int(cols[0]) - 30))
+    assert {dy for dy, _ in shifts} == {dx for _, dx in shifts} == set(range(-5, 6))
+    assert len(shifts) > 80  # the two directions drawn independently
+
+
+def test_rotation_of_cifar10dvs_turns_a_pixel_about_the_centre_by_up_to_30_degrees():
+    roll, rotation, cutout = event_transform('cifar10dvs', True).transforms[-1].transforms
+    torch.manual_seed(0)
+    x = torch.zeros(2, 2, 48, 48)
+    x[..., 23:25, 38:40] = 1  # 15 pixels right of the centre (23.5, 23.5)
+    angles = []
+    for _ in range(100):
+        out = rotation(x)
+        assert (out == out[0, 0]).all()
+        weights = out[0, 0]
+        y, x_ = (weights.nonzero().float() + 0.0).T
+        cy, cx = y.mean() - 23.5, x_.mean() - 23.5
+        assert float(torch.hypot(cy, cx)) == pytest.approx(15, abs=1.5)
+        angles.append(float(torch.rad2deg(torch.atan2(-cy, cx))))  # counter-clockwise, rows grow downwards
+    assert max(map(abs, angles)) <= 33 and min(angles) < -20 and max(angles) > 20
+
+
+def test_resize_to_48_averages_events_instead_of_dropping_them():
+    frames = torch.zeros(128, 2, 128, 128)
+    frames[torch.arange(128), 0, 64, torch.arange(128)] = 1  # frame t: one event in column t
+    out = event_transform('dvsgesture', False)(frames)
+    assert out.shape == (128, 2, 48, 48)
+    mass = out.sum((1, 2, 3)) * (128 / 48) ** 2  # every event keeps its mass (a nearest resize keeps 48 of 128)
+    torch.testing.assert_close(mass[8:-8], torch.ones(112), atol=0.02, rtol=0)
+    assert (mass > 0.5).all()
+    torch.testing.assert_close(event_transform('cifar10dvs', False)(frames), out)
+
+
+@pytest.mark.parametrize('name', ['dvsgesture', 'cifar10dvs'])
+def test_event_training_augmentation_moves_every_frame_alike(name):
+    """A constant scene stays constant through crop, resize and flip; whatever is zeroed (CIFAR10-DVS:
+    a rotation's corners or a cutout's square) is zeroed in every frame; a left-right split is flipped
+    about half the time."""
+    torch.manual_seed(0)
+    transform = event_transform(name, True)
+    t = torch.arange(1, 3, dtype=torch.float32)[:, None, None, None]
+    kinds, flipped = set(), 0
+    left = torch.zeros(1, 2, 128, 128)
+    left[..., :64] = 1
+    for _ in range(40):
+        out = transform(t.expand(2, 2, 128, 128).clone())
+        assert out.shape == (2, 2, 48, 48)
+        mask = out / t
+        torch.testing.assert_close(mask, mask[:1].expand_as(mask))  # one draw for all frames (no temporal deletion)
+        zero = mask[0, 0] < 0.5
+        if not zero.any():
+            kinds.add('none')
+            torch.testing.assert_close(mask, torch.ones_like(mask))
+        else:
+            rows, cols = zero.nonzero(as_tuple=True)
+            if len(rows) == (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1) and len(rows) <= 256:
+                kinds.add('square')
+            else:
+                distance = torch.hypot(rows - 23.5, cols - 23.5)
+                assert distance.min() > 20, 'rotation leaves the centre untouched'
+                kinds.add('corners')
+        out = transform(left)
+        flipped += bool(out[0, 0, 24, :6].sum() < out[0, 0, 24, -6:].sum())
+    assert kinds == ({'none'} if name == 'dvsgesture' else {'none', 'square', 'corners'})
+    assert 8 < flipped < 32

@@ -3,7 +3,7 @@ import math
 
 import pytest
 import torch
-from spikingjelly.activation_based import functional, neuron
+from spikingjelly.activation_based import functional, layer, neuron
 
 import sj_ei
 
@@ -108,3 +108,48 @@ def test_constant_input_is_an_error():
     layer = sj_ei.EILinear(20, 8)
     with pytest.raises(sj_ei.EIInitError, match='constant'):
         layer(torch.ones(4, 20))
+
+
+CIFAR_MEAN, CIFAR_STD = torch.tensor([0.4914, 0.4822, 0.4465]), torch.tensor([0.2470, 0.2435, 0.2616])
+
+
+def stroke_images(n, background, seed=0):
+    """``[n, 3, 32, 32]`` pixels in [0, 1]: a background of brightness ``background`` with a little
+    texture, and a few bright coloured strokes (line segments 2 pixels wide) per image."""
+    g = torch.Generator().manual_seed(seed)
+    images = (background + 0.05 * torch.randn(n, 3, 32, 32, generator=g)).clamp(0, 1)
+    t = torch.linspace(0, 1, 64)
+    for image in images:
+        for _ in range(3):
+            (x0, y0, x1, y1), colour = torch.rand(4, generator=g) * 29, 0.6 + 0.4 * torch.rand(3, generator=g)
+            xs, ys = (x0 + (x1 - x0) * t).long(), (y0 + (y1 - y0) * t).long()
+            for dx in (0, 1):
+                image[:, ys, xs + dx] = colour[:, None]
+    return images
+
+
+def normalized(images):
+    return (images - CIFAR_MEAN.view(3, 1, 1)) / CIFAR_STD.view(3, 1, 1)
+
+
+@pytest.mark.parametrize('background', [0.05, 0.5], ids=['dark', 'grey'])
+def test_images_normalized_by_mean_and_std_are_refused_with_what_to_do(background):
+    """A dark batch normalized by CIFAR's statistics is negative on average; a grey one is slightly
+    positive on average, which used to give silently huge gains.  Both are refused, naming the layer."""
+    torch.manual_seed(0)
+    images = stroke_images(8, background)
+    net = sj_ei.models.build('vgg8', 10, 3, T=2, width=0.125)
+    with pytest.raises(sj_ei.EIInitError, match=r"EIConv2d 'features\.0\.layer': its input at E-I Init has "
+                                                r"negative values.*non-negative.*ToTensor\(\) without Normalize"):
+        sj_ei.ei_init(net, normalized(images))
+    sj_ei.ei_init(net, images)  # the same pixels in [0, 1]
+    assert 0.05 < net.features[0].layer.gain_i[0].item() < 1.0
+
+
+def test_lazy_init_in_a_training_forward_names_the_layer():
+    net = sj_ei.models.build('vgg8', 10, 2, width=0.125).train()
+    with pytest.raises(sj_ei.EIInitError, match=r"EIConv2d 'features\.0\.layer'.*silent"):
+        net(torch.zeros(2, 2, 2, 32, 32))
+    mine = torch.nn.Sequential(layer.Flatten(step_mode='m'), sj_ei.EILinear(8, 8, step_mode='m'))
+    with pytest.raises(sj_ei.EIInitError, match=r"EILinear '1'.*constant"):
+        mine(torch.ones(2, 3, 2, 2, 2))

@@ -35,20 +35,18 @@ def moving_bar(T: int, B: int, size: int = 8, seed: int = 0) -> torch.Tensor:
 
 
 def layer_currents(T: int = 4, B: int = 2, seed: int = 0) -> EICurrents:
-    """The currents a real ``EIConv2d`` hands its E population on event frames, ``[T, B, 8, 8, 8]``
-    (E-I Init from the batch, then gains and biases as after some training).
-
-    Adaptation point: today's layer gives ``(I_EE, I_EI, I_sh~)`` by ``layer.currents(x)``; the
-    circuit helper's layer returns the ``EICurrents`` from ``layer(x)`` when ``layer.output == 'currents'``."""
+    """The ``EICurrents`` a real ``EIConv2d`` (``output='currents'``) hands its E population on event
+    frames, ``[T, B, 8, 8, 8]`` (E-I Init from the batch, then gains and biases as after some training)."""
     torch.manual_seed(seed)
     layer = sj_ei.EIConv2d(2, 8, 3, padding=1, step_mode='m')
     x = moving_bar(T, B, seed=seed)
-    layer.init_from_input(x)
+    sj_ei.ei_init(layer, x)
     with torch.no_grad():
         layer.gain_e.uniform_(0.5, 1.5)
         layer.bias.uniform_(-0.3, 0.3)
-        i_ee, i_ei, i_sh = layer.currents(x)
-    return EICurrents(i_ee, i_ei, i_sh, layer.gain_e.detach(), layer.bias.detach())
+        layer.output = 'currents'
+        c = layer(x)
+    return EICurrents(*c[:3], layer.gain_e.detach(), layer.bias.detach())
 
 
 def config_of(settings: dict, kind: str, alpha: float) -> LIFConfig:

@@ -1,4 +1,7 @@
 """The paper's architectures (SPEC section 6) as E-I, batch-norm and plain SNNs."""
+import copy
+import io
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -51,3 +54,49 @@ def test_vgg8_ei_trains_on_dvs_shaped_input_without_batch_norm():
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0], losses
+
+
+def spikes(T=2, B=2, C=3, size=32):
+    return (torch.rand(T, B, C, size, size) < 0.3).float()
+
+
+def test_whole_model_saves_and_deep_copies():
+    torch.manual_seed(0)
+    net = sj_ei.models.build('vgg8', 10, 3, width=0.125)
+    x = spikes()
+    sj_ei.ei_init(net, x)
+    expected = net(x)
+    functional.reset_net(net)
+    buffer = io.BytesIO()
+    torch.save(net, buffer)
+    buffer.seek(0)
+    for other in (torch.load(buffer, weights_only=False), copy.deepcopy(net)):
+        assert torch.equal(other(x), expected)
+        functional.reset_net(other)
+        assert all(layer._initialized for _, layer in sj_ei.ei_layers(other))
+
+
+def test_half_precision_network_divides_in_float32():
+    torch.manual_seed(0)
+    net = sj_ei.models.build('vgg8', 10, 3, width=0.125)
+    x = spikes()
+    sj_ei.ei_init(net, x)
+    first = net.features[0].layer
+    expected = first(x)
+    net.half()
+    out = first(x.half())
+    assert out.dtype == torch.float16
+    torch.testing.assert_close(out.float(), expected, rtol=2e-2, atol=2e-2)
+    logits = net(x.half())
+    assert logits.dtype == torch.float16 and torch.isfinite(logits).all()
+    logits.float().sum().backward()
+    assert first.weight_ei.grad.dtype == torch.float16 and torch.isfinite(first.weight_ei.grad).all()
+
+
+@pytest.mark.parametrize('name, size, needed', [('vgg8', 16, 32), ('vgg16', 24, 32)])
+def test_too_small_input_names_the_minimum_size(name, size, needed):
+    net = sj_ei.models.build(name, 10, 2, width=0.125)
+    with pytest.raises(ValueError, match=rf'input of {size}x{size} is too small.*5 2x2 poolings need at least '
+                                         rf'{needed}x{needed}'):
+        net(spikes(C=2, size=size))
+    assert sj_ei.models.build('resnet18', 10, 2, width=0.125)(spikes(C=2, size=8)).shape == (2, 2, 10)

@@ -107,31 +107,29 @@ def emulated_cupy(emulator, monkeypatch):
     monkeypatch.setattr(cupy_backend, 'require_cupy', lambda tensor: None)
 
 
-def run_node(backend, c, v0):
-    leaves = [t.clone().requires_grad_() for t in c]
-    node = sj_ei.EILIFNode(step_mode='m', backend=backend)
+def run_node(backend, x, v0, store_v_seq=False):
+    leaves = [t.clone().requires_grad_() for t in (x if isinstance(x, EICurrents) else (x,))]
+    node = sj_ei.EILIFNode(step_mode='m', backend=backend, store_v_seq=store_v_seq)
     node.v = v0.clone().requires_grad_()
     seen = []
     node.register_forward_hook(lambda m, inputs, out: seen.append(out.detach().clone()))
-    spikes = node(EICurrents(*leaves))
+    spikes = node(EICurrents(*leaves) if isinstance(x, EICurrents) else leaves[0])
     weights = torch.randn(spikes.shape, generator=torch.Generator().manual_seed(5))
-    ((spikes * weights).sum() + node.v.sum()).backward()
-    return spikes.detach(), node.v.detach(), seen, [t.grad for t in leaves]
+    loss = (spikes * weights).sum() + node.v.sum() + (node.v_seq.sum() if store_v_seq else 0)
+    loss.backward()
+    v_seq = node.v_seq.detach() if store_v_seq else None
+    return spikes.detach(), node.v.detach(), v_seq, seen, [t.grad for t in leaves]
 
 
-def test_the_cupy_backend_equals_the_torch_backend(emulated_cupy):
+@pytest.mark.parametrize('store_v_seq', [False, True])
+@pytest.mark.parametrize('plain', [False, True], ids=['currents', 'I_int'])
+def test_the_cupy_backend_equals_the_torch_backend(emulated_cupy, plain, store_v_seq):
     c, v0 = layer_currents(seed=3), torch.randn(2, 8, 8, 8, generator=torch.Generator().manual_seed(4))
-    spikes, v, seen, grads = run_node('torch', c, v0)
-    k_spikes, k_v, k_seen, k_grads = run_node('cupy', c, v0)
+    x = integrate(c, 2) if plain else c
+    spikes, v, v_seq, seen, grads = run_node('torch', x, v0, store_v_seq)
+    k_spikes, k_v, k_v_seq, k_seen, k_grads = run_node('cupy', x, v0, store_v_seq)
     assert 0.05 < spikes.mean() < 0.95
     assert torch.equal(k_spikes, spikes) and torch.equal(k_v, v) and torch.equal(k_seen[0], seen[0])
+    assert (v_seq is None and k_v_seq is None) or torch.equal(k_v_seq, v_seq)
     for g, w in zip(k_grads, grads):
         torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-5 * w.abs().max().item())
-
-
-def test_what_the_cupy_kernel_cannot_do_yet_is_one_clear_error(emulated_cupy):
-    for node in (sj_ei.EILIFNode(step_mode='m', backend='cupy', surrogate_function=surrogate.ATan()),
-                 sj_ei.EILIFNode(step_mode='m', backend='cupy', store_v_seq=True)):
-        with pytest.raises(ValueError, match=r"backend 'cupy' fuses E-I currents with the surrogate.Sigmoid .* "
-                                             r"use backend='torch'"):
-            node(layer_currents())

@@ -1,8 +1,9 @@
-"""Datasets of the paper's settings (SPEC section 6) and the built-in synthetic events.
+"""Datasets of the paper's settings (its Appendix F.6; preprocessing as in the authors' code)
+and the built-in synthetic events.
 
 ``build(name, root, T, train, **options)`` gives a ``Dataset`` of ``(x, label)``: event
-data as float frames ``[T, 2, H, W]``, static images as ``[C, H, W]`` (the model repeats
-them over T).  ``info(name)`` gives what a model needs to know about the data.  A
+data as float frames ``[T, 2, H, W]``, static images as ``[C, H, W]`` pixels in [0, 1]
+(the model repeats them over T; never normalized, as E-I layers need non-negative input).  ``info(name)`` gives what a model needs to know about the data.  A
 dataset that is not on disk raises ``DatasetNotFoundError`` saying which files to place
 where, before anything is written; nothing is downloaded, and nothing of the user's is
 ever deleted or changed.
@@ -41,7 +42,7 @@ def build(name: str, root, T: int, train: bool, **options):
     ``SYNTHETIC_OPTIONS``: ``num_samples`` / ``num_test_samples`` (the train / test split's
     size), ``size`` (frame side) and ``seed`` (the two splits never share a sample).
     The event datasets frame their recordings into ``T`` frames by event count; the
-    static ones ignore ``T``.  The training splits are augmented as in the paper.
+    static ones ignore ``T``.  The training splits are augmented as in the authors' code.
     """
     info(name)
     if not isinstance(T, int) or T < 1:

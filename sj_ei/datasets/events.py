@@ -1,5 +1,6 @@
 """DVS128 Gesture and CIFAR10-DVS through spikingjelly's dataset classes, framed by
-event count (``split_by='number'``) and resized to 48x48, nearest (SPEC section 6).
+event count (``split_by='number'``) at the sensor's 128x128 and then augmented and
+resized to 48x48 as in the authors' code (``transforms.event_transform``).
 
 Under the dataset root spikingjelly reads ``download/`` (the published archives),
 ``extract/`` (their contents), converts the recordings once to ``events_np/`` and frames
@@ -13,15 +14,15 @@ and never deletes or changes a user's file, fails loudly on an unreadable record
 and builds each folder under a temporary name that is renamed only when complete, so
 an interrupted run leaves nothing half-made.
 
-CIFAR10-DVS has no official split: the last 10% of every class, in natural file-name
-order (``cifar10_airplane_900`` ... ``cifar10_airplane_999`` for the published
-data), is the test set, the rest the training set.
+CIFAR10-DVS has no official split; the authors' is used: per class, in spikingjelly's
+sample order (file names sorted as strings: ``cifar10_airplane_0``, ``_1``, ``_10``,
+``_100`` ...), the first 90% (rounded up) are the training set, the rest the test set.
 """
 import contextlib
 import hashlib
 import io
+import math
 import os
-import re
 import shutil
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
@@ -29,7 +30,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import Dataset, Subset
 from torchvision.datasets.utils import extract_archive
 from spikingjelly import datasets as sjds
@@ -38,10 +38,9 @@ from spikingjelly.datasets.cifar10_dvs import CIFAR10DVS
 from spikingjelly.datasets.dvs128_gesture import DVS128Gesture
 
 from .errors import DatasetNotFoundError
-from .transforms import EventAugment
+from .transforms import SENSOR, event_transform
 
-SIZE = 48
-CIFAR10DVS_TEST_FRACTION = 0.1
+CIFAR10DVS_TRAIN_FRACTION = 0.9
 CIFAR10DVS_CLASSES = ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck')
 _SOURCES = {'dvsgesture': DVS128Gesture, 'cifar10dvs': CIFAR10DVS}
 _WHERE = {
@@ -58,7 +57,7 @@ _WORKERS = min(8, os.cpu_count() or 1)
 
 def event_frames(name: str, root, T: int, train: bool) -> Dataset:
     """The ``train`` or test split of ``'dvsgesture'`` / ``'cifar10dvs'`` as float
-    ``([T, 2, 48, 48], label)``; DVS128 Gesture's training split is augmented (``EventAugment``)."""
+    ``([T, 2, 48, 48], label)``, the training splits augmented (``transforms.event_transform``)."""
     root = Path(root)
     if not root.is_dir():
         raise _not_found(name, root, f'the data directory {root} does not exist')
@@ -70,21 +69,19 @@ def event_frames(name: str, root, T: int, train: bool) -> Dataset:
         else:
             frames = CIFAR10DVS(str(root), data_type='frame', frames_number=T, split_by='number')
     if name == 'dvsgesture':  # spikingjelly's class indices follow its folder names' string order: '10' before '2'
-        return FramedEvents(frames, augment=train, labels=[int(folder) for folder in frames.classes])
+        return FramedEvents(frames, event_transform(name, train), labels=[int(folder) for folder in frames.classes])
     if tuple(frames.classes) != CIFAR10DVS_CLASSES:
         raise DatasetNotFoundError(f'cifar10dvs: {root}/events_np/ holds the classes {", ".join(frames.classes)}, '
                                    f'expected exactly {", ".join(CIFAR10DVS_CLASSES)}; move other folders elsewhere')
-    return FramedEvents(cifar10dvs_split(frames, train), augment=False)
+    return FramedEvents(cifar10dvs_split(frames, train), event_transform(name, train))
 
 
 class FramedEvents(Dataset):
-    """spikingjelly frames ``[T, 2, 128, 128]`` -> float ``[T, 2, 48, 48]`` (nearest resize,
-    or ``EventAugment`` when ``augment``).  ``labels[i]`` is the true label of the
-    wrapped dataset's class index ``i`` (identity when ``None``)."""
+    """spikingjelly frames ``[T, 2, 128, 128]`` -> ``transform`` of them as float (``[T, 2, 48, 48]``).
+    ``labels[i]`` is the true label of the wrapped dataset's class index ``i`` (identity when ``None``)."""
 
-    def __init__(self, frames: Dataset, augment: bool, labels=None):
-        self.frames, self.labels = frames, labels
-        self.augment = EventAugment(SIZE) if augment else None
+    def __init__(self, frames: Dataset, transform, labels=None):
+        self.frames, self.transform, self.labels = frames, transform, labels
 
     def __len__(self):
         return len(self.frames)
@@ -92,27 +89,26 @@ class FramedEvents(Dataset):
     def __getitem__(self, index):
         frames, label = self.frames[index]
         x = torch.from_numpy(np.asarray(frames, dtype=np.float32))
-        x = self.augment(x) if self.augment else F.interpolate(x, size=(SIZE, SIZE), mode='nearest')
+        if x.shape[-2:] != (SENSOR, SENSOR):
+            raise ValueError(f'frames of {tuple(x.shape[-2:])} pixels in the frame cache of sample {index}, expected '
+                             f'the sensor\'s {SENSOR}x{SENSOR}: the cache was not written by sj_ei or spikingjelly. '
+                             'Move the frames_number_* folder aside to have the frames made again.')
+        x = self.transform(x)
         return x, int(label) if self.labels is None else self.labels[label]
 
 
 def cifar10dvs_split(dataset, train: bool) -> Subset:
-    """Per class, the last ``CIFAR10DVS_TEST_FRACTION`` of the recordings in natural file-name
-    order are the test set (at least one), the others the training set."""
+    """The split of spikingjelly's ``split_to_train_test_set(0.9, dataset, 10)`` (the authors'),
+    read from the file list instead of loading every sample: per class, in the dataset's order,
+    the first ``ceil(0.9 n)`` recordings are the training set, the others (at least one) the test set."""
     by_class = {}
-    for index, (path, label) in enumerate(dataset.samples):
-        by_class.setdefault(label, []).append((_natural(Path(path).name), index))
+    for index, (_, label) in enumerate(dataset.samples):
+        by_class.setdefault(label, []).append(index)
     chosen = []
     for members in by_class.values():
-        ordered = [index for _, index in sorted(members)]
-        cut = len(ordered) - max(1, round(CIFAR10DVS_TEST_FRACTION * len(ordered)))
-        chosen += ordered[:cut] if train else ordered[cut:]
+        cut = min(math.ceil(CIFAR10DVS_TRAIN_FRACTION * len(members)), len(members) - 1)
+        chosen += members[:cut] if train else members[cut:]
     return Subset(dataset, sorted(chosen))
-
-
-def _natural(name: str):
-    """Sort key comparing the digit runs of ``name`` as numbers: ``x_2`` before ``x_10``."""
-    return [(0, int(part), '') if part.isdigit() else (1, 0, part) for part in re.split(r'(\d+)', name)]
 
 
 # ---- on-disk preparation -------------------------------------------------------------

@@ -1,9 +1,12 @@
-"""CIFAR-10/100 and TinyImageNet-200 through torchvision, images ``[3, H, W]`` normalized
-with the dataset's usual channel means/stds, and the paper's training augmentation
-(SPEC section 6): random crop with zero padding of 1/8 of the side (32 pad 4 for CIFAR,
-64 pad 8 for TinyImageNet), horizontal flip, then cutout of a square half the side
-(16 for CIFAR, 32 for TinyImageNet).  The test splits are CIFAR's test batches and
-TinyImageNet's validation images."""
+"""CIFAR-10/100 and TinyImageNet-200 through torchvision, images ``[3, H, W]`` of
+``ToTensor()`` pixels in [0, 1], not normalized: E-I Init and Dale's law assume
+non-negative input, and the authors' code feeds the network these pixels directly (the
+batch-norm baselines get the same input, so both are compared on the same data).
+
+Training augmentation: random crop with zero padding of 1/8 of the side (32 pad 4 for
+CIFAR, 64 pad 8 for TinyImageNet), horizontal flip, then cutout (zeros) of a square half
+the side (16 for CIFAR, 32 for TinyImageNet).  The test splits are CIFAR's test batches
+and TinyImageNet's validation images, unaugmented."""
 from pathlib import Path
 
 from torchvision import datasets, transforms
@@ -12,11 +15,6 @@ from torchvision.datasets import cifar
 from .errors import DatasetNotFoundError
 from .transforms import Cutout
 
-_STATS = {
-    'cifar10': ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-    'cifar100': ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
-    'tinyimagenet': ((0.4802, 0.4481, 0.3975), (0.2770, 0.2691, 0.2821)),
-}
 _TORCHVISION = {'cifar10': datasets.CIFAR10, 'cifar100': datasets.CIFAR100}
 _REQUIRED = {
     'cifar10': ('cifar-10-batches-py', [f'data_batch_{i}' for i in range(1, 6)] + ['test_batch', 'batches.meta'],
@@ -89,9 +87,8 @@ def _check(name: str, root: Path) -> Path:
 
 def _transform(name: str, train: bool):
     size = 64 if name == 'tinyimagenet' else 32
-    mean, std = _STATS[name]
     steps = [transforms.RandomCrop(size, padding=size // 8), transforms.RandomHorizontalFlip()] if train else []
-    steps += [transforms.ToTensor(), transforms.Normalize(mean, std)]
+    steps.append(transforms.ToTensor())
     if train:
         steps.append(Cutout(size // 2))
     return transforms.Compose(steps)
