@@ -5,10 +5,11 @@ Forward, per step (spikingjelly ``LIFNode``, operation by operation, so spikes a
     I_int[t] = b_E + (I_EE[t] - I_EI[t]) g_E / I_sh~[t]     (EICurrents input only; sj_ei.currents.integrate)
     H[t] = charge(V[t-1], I_int[t]);  S[t] = Heaviside(H[t] - v_th);  V[t] = reset(H[t], S[t])
 
-It keeps ``H`` for the backward (for EICurrents input ``I_EE - I_EI`` and ``I_sh~``, from which
-the backward replays ``H`` exactly), which runs the surrogate gradient back through time in
-one loop and writes each gradient once:
-no ``[T, ...]`` gradient is zero-filled per step, as indexing ``x_seq[t]`` under autograd does.
+For the backward it keeps ``H`` (for EICurrents input: ``I_EE - I_EI`` and ``I_sh~``, from which
+the backward replays ``H`` exactly).  The backward runs the surrogate gradient back through time
+in one loop and writes each gradient once: no ``[T, ...]`` gradient is zero-filled per step, as
+indexing ``x_seq[t]`` under autograd does in spikingjelly's torch LIF.  Without gradients
+nothing is kept.
 Arithmetic is in float32 (float64 for float64 input), also for 16-bit currents under autocast.
 """
 import math
