@@ -173,25 +173,28 @@ def _integrator(i_ee, i_ei, i_sh, gain_e, bias, like: torch.Tensor, d_seq: Optio
 class _EILIF(torch.autograd.Function):
     """``(i_ee, i_ei, i_sh [T, N, C, *S], gain_e, bias [C], v_init [N, C, *S]) -> (spikes, v_last[, v_seq])``.
 
-    Saves ``I_EE - I_EI`` and ``I_sh~`` (with the spikes, which the next layer keeps anyway): the
+    Saves ``I_EE - I_EI`` and ``I_sh~`` (with the spikes, which the next layer keeps anyway, and
+    ``v_init`` unless it is the float ``rest``, every neuron at rest): the
     backward recomputes ``I_int`` and replays the membrane exactly, so an E population saves as
     much as the composable path's ``I_int`` and LIF, and nothing per step."""
 
     @staticmethod
-    def forward(ctx, i_ee, i_ei, i_sh, gain_e, bias, v_init, config, store_v_seq):
+    def forward(ctx, i_ee, i_ei, i_sh, gain_e, bias, v_init, config, store_v_seq, rest):
         ctx.set_materialize_grads(False)
         T = i_ee.shape[0]
         d_seq = v_init.new_empty((T, *v_init.shape))
         v_seq = v_init.new_empty((T, *v_init.shape)) if store_v_seq else None
         inputs = _integrator(i_ee, i_ei, i_sh, gain_e, bias, v_init, d_seq)
         spikes, v_last, _ = _run(inputs, v_init, config, T, False, v_seq)
-        ctx.save_for_backward(d_seq, i_sh, gain_e, bias, v_init, spikes)
-        ctx.config, ctx.dtypes = config, (i_ee.dtype, i_ei.dtype)
+        ctx.save_for_backward(d_seq, i_sh, gain_e, bias, spikes, None if rest is not None else v_init)
+        ctx.config, ctx.dtypes, ctx.rest = config, (i_ee.dtype, i_ei.dtype), rest
         return (spikes, v_last, v_seq) if store_v_seq else (spikes, v_last)
 
     @staticmethod
     def backward(ctx, grad_spikes, grad_v_last, grad_v_seq=None):
-        d_seq, i_sh, gain_e, bias, v_init, spikes = ctx.saved_tensors
+        d_seq, i_sh, gain_e, bias, spikes, v_init = ctx.saved_tensors
+        if v_init is None:  # every neuron started at rest: not kept
+            v_init = torch.full_like(d_seq[0], ctx.rest)
         ee_dtype, ei_dtype = ctx.dtypes
         gain, bias_c = (channel_view(p.to(d_seq.dtype), d_seq, 2) for p in (gain_e, bias))
         x_seq = torch.mul(d_seq, gain)
@@ -207,7 +210,7 @@ class _EILIF(torch.autograd.Function):
         grad_sh = torch.mul(grad_ei, normalized)
         grad_gain = grad_x.mul_(normalized).sum(per_channel).to(gain_e.dtype)
         return (grad_ee.to(ee_dtype), grad_ei.to(ei_dtype), grad_sh.to(i_sh.dtype), grad_gain, grad_bias,
-                grad_v if ctx.needs_input_grad[5] else None, None, None)
+                grad_v if ctx.needs_input_grad[5] else None, None, None, None)
 
 
 def lif(x: Union[torch.Tensor, EICurrents], v_init: Union[float, torch.Tensor], config: LIFConfig,
@@ -225,13 +228,14 @@ def lif(x: Union[torch.Tensor, EICurrents], v_init: Union[float, torch.Tensor], 
     head = x.i_ee if currents else x
     dtype = _compute_dtype(*(x[:3] if currents else (x,)))
     step = head.shape[1:]
-    if isinstance(v_init, torch.Tensor):
+    rest = None if isinstance(v_init, torch.Tensor) else float(v_init)
+    if rest is None:
         if v_init.shape != step:
             raise ValueError(f'the membrane potential v of shape {tuple(v_init.shape)} does not fit the neurons '
                              f'{list(step)}; call functional.reset_net(net) between batches of different shapes')
         v_init = v_init.to(dtype)
     else:
-        v_init = torch.full(step, float(v_init), dtype=dtype, device=head.device)
+        v_init = torch.full(step, rest, dtype=dtype, device=head.device)
     T = head.shape[0]
     tensors = (*x, v_init) if currents else (x, v_init)
     if not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors)):  # evaluation: keep nothing
@@ -240,7 +244,7 @@ def lif(x: Union[torch.Tensor, EICurrents], v_init: Union[float, torch.Tensor], 
         spikes, v_last, _ = _run(inputs, v_init, config, T, False, v_seq)
         return spikes, v_last, v_seq
     if currents:
-        out = _EILIF.apply(*x, v_init, config, store_v_seq)
+        out = _EILIF.apply(*x, v_init, config, store_v_seq, rest)
     else:
         out = _LIF.apply(x, v_init, config, store_v_seq)
     return out if store_v_seq else (*out, None)
