@@ -71,14 +71,15 @@ def _run(inputs, v_init: torch.Tensor, config: LIFConfig, T: int, keep_h: bool, 
     return spikes, v_last, h_seq
 
 
-def _replay(x_seq: torch.Tensor, v_init: torch.Tensor, spikes: torch.Tensor, config: LIFConfig) -> torch.Tensor:
-    """``H [T, ...]`` of the forward loop, recomputed exactly from ``I_int`` ``x_seq`` and its ``spikes``."""
+def _replay(x_seq: torch.Tensor, v_init: torch.Tensor, config: LIFConfig) -> torch.Tensor:
+    """``H [T, ...]`` of the forward loop, recomputed exactly from ``I_int`` ``x_seq`` (so are its spikes)."""
     h_seq = torch.empty_like(x_seq)
-    v = v_init
+    v, spike = v_init, torch.empty_like(v_init)
     for t in range(x_seq.shape[0]):
         _charge(v, x_seq[t], config, h_seq[t])
         v = torch.empty_like(v_init) if v is v_init else v
-        _reset(h_seq[t], spikes[t], config, v)
+        torch.ge(h_seq[t], config.v_threshold, out=spike)
+        _reset(h_seq[t], spike, config, v)
     return h_seq
 
 
@@ -173,8 +174,8 @@ def _integrator(i_ee, i_ei, i_sh, gain_e, bias, like: torch.Tensor, d_seq: Optio
 class _EILIF(torch.autograd.Function):
     """``(i_ee, i_ei, i_sh [T, N, C, *S], gain_e, bias [C], v_init [N, C, *S]) -> (spikes, v_last[, v_seq])``.
 
-    Saves ``I_EE - I_EI`` and ``I_sh~`` (with the spikes, which the next layer keeps anyway, and
-    ``v_init`` unless it is the float ``rest``, every neuron at rest): the
+    Saves ``I_EE - I_EI`` and ``I_sh~`` (and ``v_init`` unless it is the float ``rest``, every
+    neuron at rest): the
     backward recomputes ``I_int`` and replays the membrane exactly, so an E population saves as
     much as the composable path's ``I_int`` and LIF, and nothing per step."""
 
@@ -186,19 +187,19 @@ class _EILIF(torch.autograd.Function):
         v_seq = v_init.new_empty((T, *v_init.shape)) if store_v_seq else None
         inputs = _integrator(i_ee, i_ei, i_sh, gain_e, bias, v_init, d_seq)
         spikes, v_last, _ = _run(inputs, v_init, config, T, False, v_seq)
-        ctx.save_for_backward(d_seq, i_sh, gain_e, bias, spikes, None if rest is not None else v_init)
+        ctx.save_for_backward(d_seq, i_sh, gain_e, bias, None if rest is not None else v_init)
         ctx.config, ctx.dtypes, ctx.rest = config, (i_ee.dtype, i_ei.dtype), rest
         return (spikes, v_last, v_seq) if store_v_seq else (spikes, v_last)
 
     @staticmethod
     def backward(ctx, grad_spikes, grad_v_last, grad_v_seq=None):
-        d_seq, i_sh, gain_e, bias, spikes, v_init = ctx.saved_tensors
+        d_seq, i_sh, gain_e, bias, v_init = ctx.saved_tensors
         if v_init is None:  # every neuron started at rest: not kept
             v_init = torch.full_like(d_seq[0], ctx.rest)
         ee_dtype, ei_dtype = ctx.dtypes
         gain, bias_c = (channel_view(p.to(d_seq.dtype), d_seq, 2) for p in (gain_e, bias))
         x_seq = torch.mul(d_seq, gain)
-        h_seq = _replay(torch.addcdiv(bias_c, x_seq, i_sh, out=x_seq), v_init, spikes, ctx.config)
+        h_seq = _replay(torch.addcdiv(bias_c, x_seq, i_sh, out=x_seq), v_init, ctx.config)
         del x_seq
         grad_x, grad_v = _backward_through_time(h_seq, grad_spikes, grad_v_last, grad_v_seq, ctx.config)
         del h_seq
