@@ -6,9 +6,10 @@ from .neurons import IPopulation, e_population
 from .block import EIBlock
 from .init import ei_init, ei_layers
 from .constraint import constrain, clamp_
-from . import models
+from .division import set_division
+from . import models, ops
 from . import convert
 
 __all__ = ['EIConv2d', 'EILinear', 'EIInitError', 'IPopulation', 'e_population', 'EIBlock',
-           'ei_init', 'ei_layers', 'constrain', 'clamp_', 'models', 'convert']
+           'ei_init', 'ei_layers', 'constrain', 'clamp_', 'models', 'convert', 'set_division', 'ops']
 __version__ = '0.1.0'

@@ -121,17 +121,20 @@ def _both_paths(weight_ei, gain_i, r):
     return pointwise(weight_ei, r), pointwise(weight_ei * gain_i, r)
 
 
-def inhibition(y, n_e, weight_ei, gain_i, i_population, eps=None):
+def inhibition(y, n_e, weight_ei, gain_i, i_population, eps=None, division=None):
     """Split ``y`` into ``I_EE`` and ``I_IE`` and compute both inhibition paths (``_both_paths``).
     Returns ``(I_EE, I_EI, I_sh~)``, each ``[N, n_E, *S]``; ``I_sh~``
-    is stabilized with a straight-through gradient (or shifted by a fixed ``eps``)."""
+    is stabilized with a straight-through gradient (or shifted by a fixed ``eps``), then
+    approximated by ``division`` (``sj_ei.division``) unless it is None."""
     i_ee, i_ie = y[:, :n_e], y[:, n_e:]
     i_ei, i_sh = _both_paths(weight_ei, gain_i, i_population(i_ie))
     if eps is not None:
-        return i_ee, i_ei, i_sh + eps
-    with torch.no_grad():
-        found = _zero_floor(i_sh)
-    return i_ee, i_ei, (i_sh if found is None else _StraightThrough.apply(i_sh, *found))
+        i_sh = i_sh + eps
+    else:
+        with torch.no_grad():
+            found = _zero_floor(i_sh)
+        i_sh = i_sh if found is None else _StraightThrough.apply(i_sh, *found)
+    return i_ee, i_ei, (i_sh if division is None else division(i_sh))
 
 
 def integrate(i_ee, i_ei, i_sh, gain_e, bias):
@@ -172,8 +175,8 @@ class _EICurrent(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, y, weight_ei, gain_i, gain_e, bias, n_e, i_population, eps, readout, ei_grad_scale):
-        ctx.config = (n_e, i_population, eps, readout, ei_grad_scale)
+    def forward(ctx, y, weight_ei, gain_i, gain_e, bias, n_e, i_population, eps, readout, ei_grad_scale, division):
+        ctx.config = (n_e, i_population, eps, readout, ei_grad_scale, division)
         with torch.autocast(y.device.type, enabled=False):
             y32 = _at_least_float32(y)
             if readout:
@@ -187,6 +190,8 @@ class _EICurrent(torch.autograd.Function):
             elif (found := _zero_floor(i_sh)) is not None:
                 floor, ctx.nonnegative = found
                 _replace_zeros(i_sh, *found, out=i_sh)
+            if division is not None:
+                i_sh = division(i_sh)
             d = torch.sub(y32[:, :n_e], i_ei, out=i_ei)
             out = _integrate_difference(d, i_sh, gain_e, bias)
             ctx.save_for_backward(d.to(y.dtype), i_ie, weight_ei, gain_i, gain_e, bias, floor)
@@ -194,7 +199,7 @@ class _EICurrent(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):
-        n_e, i_population, eps, readout, ei_grad_scale = ctx.config
+        n_e, i_population, eps, readout, ei_grad_scale, division = ctx.config
         if readout:
             y, weight_ei = ctx.saved_tensors
             i_ie = y[:, n_e:]
@@ -209,7 +214,7 @@ class _EICurrent(torch.autograd.Function):
                 grad_r = pointwise(-weight_ei.t(), grad_out)
                 grad_i_ie, = torch.autograd.grad(r_i, i_ie, grad_r)
                 grad_y = torch.cat([grad_out, grad_i_ie], dim=1).to(y.dtype)
-                return grad_y, -_weight_grad(grad_out, r) * ei_grad_scale, None, None, None, None, None, None, None, None
+                return grad_y, -_weight_grad(grad_out, r) * ei_grad_scale, None, None, None, None, None, None, None, None, None
             shape = (-1,) + (1,) * (d.dim() - 2)
             shunting = weight_ei * gain_i                                                 # I_sh = W_EI diag(g_I) r
             i_sh = pointwise(shunting, r)
@@ -217,6 +222,8 @@ class _EICurrent(torch.autograd.Function):
                 i_sh.add_(eps)
             elif floor is not None:
                 _replace_zeros(i_sh, floor, ctx.nonnegative, out=i_sh)
+            if division is not None:
+                i_sh = division(i_sh)
             grad_y = grad_out.new_empty((d.shape[0], n_e + i_ie.shape[1], *d.shape[2:]))
             q = torch.mul(grad_out, gain_e.view(shape), out=grad_y[:, :n_e]).div_(i_sh)  # dL/dI_EE = -dL/dI_EI
             normalized = torch.div(_at_least_float32(d), i_sh, out=i_sh)                # (I_EE - I_EI) / I_sh~
@@ -230,16 +237,19 @@ class _EICurrent(torch.autograd.Function):
             grad_weight_ei = -(m_q + m_n * gain_i)
             grad_gain_i = -(m_n * weight_ei).sum(0)
         return (grad_y.to(d.dtype), grad_weight_ei * ei_grad_scale, grad_gain_i, grad_gain_e, grad_bias,
-                None, None, None, None, None)
+                None, None, None, None, None, None)
 
 
-def ei_current(y, n_e, weight_ei, gain_i, gain_e, bias, i_population, eps=None, readout=False, ei_grad_scale=1.0):
+def ei_current(y, n_e, weight_ei, gain_i, gain_e, bias, i_population, eps=None, readout=False, ei_grad_scale=1.0,
+               division=None):
     """``[N, n_E + n_I, *S] -> [N, n_E, *S]``: the E-I layer's output current from its projection ``y``.
 
     ``eps=None`` selects adaptive stabilization; a float is the fixed-epsilon ablation.
     ``readout=True`` gives ``I_EE - I_EI`` (``gain_i``, ``gain_e``, ``bias`` unused, may be None).
+    ``division``: ``None`` (exact) or a module of ``sj_ei.division`` applied to ``I_sh~``.
     """
-    return _EICurrent.apply(y, weight_ei, gain_i, gain_e, bias, n_e, i_population, eps, readout, ei_grad_scale)
+    return _EICurrent.apply(y, weight_ei, gain_i, gain_e, bias, n_e, i_population, eps, readout, ei_grad_scale,
+                            division)
 
 
 class _ScaleGrad(torch.autograd.Function):

@@ -53,6 +53,7 @@ class _EILayer(nn.Module, base.StepModule):
         self.init, self.sign_constraint, self.eps, self.grad_scale = init, sign_constraint, eps, grad_scale
         self.fan_in = math.prod(weight_tail)
         self.i_population = i_population if i_population is not None else IPopulation()
+        self.division = None  # exact; a module of sj_ei.division approximates 1 / I_sh~ (sj_ei.set_division)
         self.weight_ee = nn.Parameter(torch.empty(self.n_e, *weight_tail))
         self.weight_ie = nn.Parameter(torch.empty(self.n_i, *weight_tail))
         self.weight_ei = nn.Parameter(torch.empty(self.n_e, self.n_i))
@@ -154,7 +155,7 @@ class _EILayer(nn.Module, base.StepModule):
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         return ei_current(self.project(x), self.n_e, self.weight_ei, self.gain_i, self.gain_e, self.bias,
-                          self.i_population, self.eps, self.readout, self._ei_grad_scale)
+                          self.i_population, self.eps, self.readout, self._ei_grad_scale, self.division)
 
     @property
     def _ei_grad_scale(self) -> float:
@@ -168,7 +169,7 @@ class _EILayer(nn.Module, base.StepModule):
             self.init_from_input(x_seq)
         y = self.project(x_seq.flatten(0, 1))
         weight_ei = scale_grad(self.weight_ei, self._ei_grad_scale)
-        parts = inhibition(y, self.n_e, weight_ei, self.gain_i, self.i_population, self.eps)
+        parts = inhibition(y, self.n_e, weight_ei, self.gain_i, self.i_population, self.eps, self.division)
         return tuple(p.unflatten(0, x_seq.shape[:2]) for p in parts)
 
     def _check_input(self, x):
