@@ -7,9 +7,9 @@ from .block import EIBlock
 from .init import ei_init, ei_layers
 from .constraint import constrain, clamp_
 from .division import set_division
-from . import models, ops
+from . import models
 from . import convert
 
 __all__ = ['EIConv2d', 'EILinear', 'EIInitError', 'IPopulation', 'e_population', 'EIBlock',
-           'ei_init', 'ei_layers', 'constrain', 'clamp_', 'models', 'convert', 'set_division', 'ops']
+           'ei_init', 'ei_layers', 'constrain', 'clamp_', 'models', 'convert', 'set_division']
 __version__ = '0.1.0'

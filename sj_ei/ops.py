@@ -131,6 +131,10 @@ class Report:
                 total += sum(r.ops[p][op] * price[op] for op in OPS)
         return total / self.samples
 
+    def rate_text(self, row: Row, width: int) -> str:
+        """``rate(row)`` formatted, or ``'real'`` for real-valued input."""
+        return f'{"real":>{width}}' if row.input == 'real' else f'{self.rate(row):>{width}.3f}'
+
     def rate(self, row: Row) -> float:
         """Mean input value of ``row`` (its input spike rate), NaN for real-valued input."""
         return math.nan if row.input == 'real' or not row.rate_calls else row.rate_sum / row.rate_calls
@@ -148,7 +152,7 @@ class Report:
         head = f'{"layer":<22}{"input":>7}{"rate":>7}{"AC":>11}{"MAC":>11}{"div":>10}{"other":>11}{"energy uJ":>11}'
         lines = [head]
         for r in self.rows:
-            lines.append(f'{r.name[:21]:<22}{r.input:>7}{self.rate(r):>7.3f}{self.count("ac", r):>11.4g}'
+            lines.append(f'{r.name[:21]:<22}{r.input:>7}{self.rate_text(r, 7)}{self.count("ac", r):>11.4g}'
                          f'{self.count("mac", r):>11.4g}{self.count("div", r):>10.4g}'
                          f'{self.count("mul", r) + self.count("add", r):>11.4g}{self.energy(r) / 1e6:>11.4g}')
         t = self.totals()
@@ -327,8 +331,8 @@ def side_by_side(ei: Report, bn: Report) -> str:
     lines = [f'{"layer":<22}{"E-I rate":>9}{"E-I AC":>11}{"E-I MAC":>11}{"E-I div":>10}{"E-I uJ":>9}'
              f'{"BN rate":>9}{"BN AC":>11}{"BN MAC":>11}{"BN uJ":>9}']
     for a, b in zip(ei.rows, bn.rows):
-        lines.append(f'{a.name[:21]:<22}{ei.rate(a):>9.3f}{ei.count("ac", a):>11.4g}{ei.count("mac", a):>11.4g}'
-                     f'{ei.count("div", a):>10.4g}{ei.energy(a) / 1e6:>9.4g}{bn.rate(b):>9.3f}'
+        lines.append(f'{a.name[:21]:<22}{ei.rate_text(a, 9)}{ei.count("ac", a):>11.4g}{ei.count("mac", a):>11.4g}'
+                     f'{ei.count("div", a):>10.4g}{ei.energy(a) / 1e6:>9.4g}{bn.rate_text(b, 9)}'
                      f'{bn.count("ac", b):>11.4g}{bn.count("mac", b):>11.4g}{bn.energy(b) / 1e6:>9.4g}')
     t, u = ei.totals(), bn.totals()
     lines.append(f'{"total":<31}{t["ac"]:>11.4g}{t["mac"]:>11.4g}{t["div"]:>10.4g}{t["energy_pJ"] / 1e6:>9.4g}'
@@ -352,6 +356,10 @@ def _parse_args(argv):
                         f'"mac=3.1,ac=0.1"; names and defaults: {Prices()}')
     parser.add_argument('-division', default='exact', choices=DIVISIONS, help='division of the E-I layers')
     parser.add_argument('-table-size', type=int, metavar='N', help="table size of -division lut (default 64)")
+    parser.add_argument('-synthetic', action='store_true', help="count on the quick-start synthetic test data made "
+                        "at this config's input shape instead of its dataset (for when the data are absent): event "
+                        "frames [T, 2, H, W]; for static datasets each sample's frames summed over time, scaled to "
+                        "[0, 1] and made 3 channels (on, off, their mean)")
     parser.add_argument('-set', action='append', default=[], metavar='KEY=VALUE', help='override a config key')
     return parser.parse_args(argv)
 
@@ -364,6 +372,29 @@ def _load(model, path, what):
     except (OSError, RuntimeError, KeyError, checkpoint.CheckpointError) as e:
         raise ValueError(f'-{what} {path}: not a checkpoint of this network ({str(e).splitlines()[0]}); '
                          'pass a checkpoint_max.pth written by python -m train.classify with the same config') from None
+
+
+def _test_batches(config: dict, n: int, synthetic: bool) -> List[torch.Tensor]:
+    """The first ``n`` test batches of ``config``'s dataset as model input (``[T, B, ...]`` or ``[B, C, H, W]``),
+    or of the synthetic stand-in at its input shape (``-synthetic``)."""
+    from . import datasets
+    meta = datasets.info(config['dataset'], size=config['size'])
+    if config['dataset'] == 'synthetic' or synthetic:
+        size = config['size'] if config['dataset'] == 'synthetic' else meta['size'][0]
+        data = datasets.build('synthetic', None, config['T'], False, num_test_samples=n * config['batch_size'],
+                              size=size, seed=config['seed'])
+    else:
+        data = datasets.build(config['dataset'], config['data_dir'], config['T'], False)
+    batches = []
+    for x, _ in torch.utils.data.DataLoader(data, batch_size=config['batch_size']):
+        if x.dim() == 5 and not meta['events']:  # stand-in image from events [B, T, 2, H, W]
+            frames = x.sum(1)
+            frames = frames / frames.amax((1, 2, 3), keepdim=True).clamp(min=1)
+            x = torch.cat([frames, frames.mean(1, keepdim=True)], 1)
+        batches.append(x.transpose(0, 1) if x.dim() == 5 else x)
+        if len(batches) == n:
+            break
+    return batches
 
 
 def main(argv=None):
@@ -381,15 +412,7 @@ def main(argv=None):
             cfg.override(config, key, value, f'-set {item}')
         if args.batches < 1:
             raise ValueError(f'-batches must be >= 1, got {args.batches}')
-        options = {k: config[k] for k in ('num_samples', 'num_test_samples', 'size', 'seed')} \
-            if config['dataset'] == 'synthetic' else {}
-        data = datasets.build(config['dataset'], config['data_dir'], config['T'], False, **options)
-        loader = torch.utils.data.DataLoader(data, batch_size=config['batch_size'])
-        batches = []
-        for x, _ in loader:
-            batches.append(x.transpose(0, 1) if x.dim() == 5 else x)
-            if len(batches) == args.batches:
-                break
+        batches = _test_batches(config, args.batches, args.synthetic)
         meta = datasets.info(config['dataset'])
         torch.manual_seed(config['seed'])
         build = lambda norm: models.build(config['model'], meta['num_classes'], meta['in_channels'], norm=norm,
@@ -410,7 +433,8 @@ def main(argv=None):
         sys.exit(2)
     ei, bn = compare(ei_net, bn_net, batches, prices)
     shape = 'x'.join(map(str, batches[0].shape[-3:]))
-    print(f'{config["model"]} width {config["width"]} on {config["dataset"]} ({ei.samples} test samples, '
+    source = 'synthetic stand-in for ' + config['dataset'] if args.synthetic else config['dataset']
+    print(f'{config["model"]} width {config["width"]} on {source} ({ei.samples} test samples, '
           f'input {shape}, T={config["T"]}), E-I division {args.division}; '
           f'E-I {"from " + args.pretrained if args.pretrained else "after E-I Init (untrained)"}, '
           f'BN {"from " + args.bn_pretrained if args.bn_pretrained else "untrained, statistics of these batches"}')
