@@ -120,15 +120,15 @@ class Report:
         parts = PARTS if part is None else (part,)
         return sum(r.ops[p][op] for r in rows for p in parts) / self.samples
 
-    def energy(self, row: Optional[Row] = None, part: Optional[str] = None) -> float:
-        """Per-sample energy in pJ of ``row`` (all if None) and ``part`` (all if None)."""
+    def energy(self, row: Optional[Row] = None, part: Optional[str] = None, op: Optional[str] = None) -> float:
+        """Per-sample energy in pJ of ``row``, ``part`` and ``op`` (each: all if None)."""
         rows = self.rows if row is None else [row]
         total = 0.0
         for r in rows:
             price = dict(ac=self.prices.ac, mac=self.prices.mac, mul=self.prices.mul, add=self.prices.add,
                          div=getattr(self.prices, {'shift': 'shift', 'lut': 'lut'}.get(r.division, 'div')))
             for p in (PARTS if part is None else (part,)):
-                total += sum(r.ops[p][op] * price[op] for op in OPS)
+                total += sum(r.ops[p][o] * price[o] for o in (OPS if op is None else (op,)))
         return total / self.samples
 
     def rate_text(self, row: Row, width: int) -> str:
@@ -339,6 +339,9 @@ def side_by_side(ei: Report, bn: Report) -> str:
                  f'{"":>9}{u["ac"]:>11.4g}{u["mac"]:>11.4g}{u["energy_pJ"] / 1e6:>9.4g}')
     lines.append(f'E-I / BN energy: {t["energy_pJ"] / u["energy_pJ"]:.2f}x; inhibition takes '
                  f'{100 * t["inhibition_share"]:.1f}% of the E-I energy ({t["inhibition_pJ"] / 1e6:.4g} uJ per sample)')
+    lines.append('E-I energy per sample: ' + ', '.join(f'{part} {ei.energy(part=part) / 1e6:.4g} uJ' for part in PARTS)
+                 + f'; in the inhibition: MACs {ei.energy(part="inhibition", op="mac") / 1e6:.4g} uJ, '
+                 f'divisions {ei.energy(op="div") / 1e6:.4g} uJ')
     return '\n'.join(lines)
 
 

@@ -170,3 +170,20 @@ def test_command_line_counts_the_quickstart_networks(tmp_path):
     bad = subprocess.run([sys.executable, '-m', 'sj_ei.ops', '-cfg', 'configs/quickstart.yaml', '-division', 'lut',
                           '-table-size', '48'], capture_output=True, text=True, timeout=600)
     assert bad.returncode == 2 and 'table_size must be a power of two' in bad.stderr
+
+
+def test_counts_follow_spikingjelly2_op_counter_where_installed():
+    """spikingjelly 2's ACCounter / MACCounter count the same ACs (spikes through a convolution)
+    and MACs (a real-valued image) as sj_ei.ops; they count per forward call, sj_ei.ops per sample."""
+    op_counter = pytest.importorskip('spikingjelly.activation_based.op_counter')
+    conv = nn.Conv2d(1, 4, 3, padding=1, bias=False)
+    image = torch.zeros(T, B, 1, 4, 4)
+    image[:, :, 0, 1:3, :] = torch.tensor([0.2, 0.7, 0.9, 0.4])
+    ac, mac = op_counter.ACCounter(), op_counter.MACCounter()
+    with op_counter.DispatchCounterMode([ac]):
+        conv(strokes().flatten(0, 1))
+    with op_counter.DispatchCounterMode([mac]):
+        conv(image.flatten(0, 1))
+    bn, ei = ops.count(bn_net(), [strokes()], baseline=True), ops.count(ei_net(), [image])
+    assert ac.get_total() / B == bn.count('ac', bn.rows[0])
+    assert mac.get_total() / B == ei.count('mac', ei.rows[0], 'excitatory')
