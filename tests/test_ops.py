@@ -166,7 +166,8 @@ def test_command_line_counts_the_quickstart_networks(tmp_path):
     lines = result.stdout.splitlines()
     assert 'E-I division lut' in lines[0] and '4 test samples' in lines[0]
     assert [line.split()[0] for line in lines[3:9]] == [f'features.{i}.layer' for i in (0, 2, 4, 6, 8)] + ['readout']
-    assert lines[-1].startswith('E-I / BN energy:') and 'inhibition takes' in lines[-1]
+    assert lines[-2].startswith('E-I / BN energy:') and 'inhibition takes' in lines[-2]
+    assert lines[-1].startswith('E-I energy per sample: excitatory') and 'divisions' in lines[-1]
     bad = subprocess.run([sys.executable, '-m', 'sj_ei.ops', '-cfg', 'configs/quickstart.yaml', '-division', 'lut',
                           '-table-size', '48'], capture_output=True, text=True, timeout=600)
     assert bad.returncode == 2 and 'table_size must be a power of two' in bad.stderr
