@@ -39,9 +39,9 @@ biases), ``inhibition`` (what only E-I layers do: ``W_IE``, the I population, bo
 """
 import argparse
 import math
+import pickle
 import sys
-from collections import defaultdict
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Dict, Iterable, List, Optional
 
 import torch
@@ -102,10 +102,7 @@ class Row:
     rate_sum: float = 0.0
     rate_calls: int = 0
     division: Optional[str] = None
-    ops: Dict[str, Dict[str, float]] = None
-
-    def __post_init__(self):
-        self.ops = {part: dict.fromkeys(OPS, 0.0) for part in PARTS}
+    ops: Dict[str, Dict[str, float]] = field(default_factory=lambda: {p: dict.fromkeys(OPS, 0.0) for p in PARTS})
 
 
 class Report:
@@ -368,13 +365,16 @@ def _parse_args(argv):
 
 
 def _load(model, path, what):
-    from train import checkpoint
     try:
         state = torch.load(path, map_location='cpu', weights_only=True)
         model.load_state_dict(state['model'] if isinstance(state, dict) and 'model' in state else state)
-    except (OSError, RuntimeError, KeyError, checkpoint.CheckpointError) as e:
-        raise ValueError(f'-{what} {path}: not a checkpoint of this network ({str(e).splitlines()[0]}); '
-                         'pass a checkpoint_max.pth written by python -m train.classify with the same config') from None
+        return
+    except pickle.UnpicklingError:
+        reason = 'not a torch checkpoint file'
+    except (OSError, RuntimeError, KeyError, TypeError) as e:
+        reason = str(e).splitlines()[0]
+    raise ValueError(f'-{what} {path}: not a checkpoint of this network ({reason}); pass a checkpoint_max.pth '
+                     'written by python -m train.classify with the same config')
 
 
 def _test_batches(config: dict, n: int, synthetic: bool) -> List[torch.Tensor]:
