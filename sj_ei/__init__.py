@@ -7,9 +7,10 @@ from .block import EIBlock
 from .currents import EICurrents
 from .init import EIInitError, ei_init, ei_layers
 from .constraint import constrain, clamp_
+from .division import set_division
 from . import models
 from . import convert
 
 __all__ = ['EIConv2d', 'EILinear', 'EIInitError', 'IPopulation', 'e_population', 'EIBlock', 'EICurrents',
-           'ei_init', 'ei_layers', 'constrain', 'clamp_', 'models', 'convert']
+           'ei_init', 'ei_layers', 'constrain', 'clamp_', 'set_division', 'models', 'convert']
 __version__ = '0.1.0'
