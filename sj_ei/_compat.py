@@ -13,7 +13,8 @@ from here.
 - ``set_backend(net, backend)``: the one call that selects a backend on both versions.
 - The event-dataset readers sj_ei calls, whose names and argument types changed
   (``split_dvs_gesture_recording``, ``aedat_header_length``, ``parse_aedat_address``,
-  ``load_events_np``); imported when first called, so ``import sj_ei`` stays light.
+  ``load_events_np``, ``load_cifar10dvs_recording``); spikingjelly's dataset modules are
+  imported when one is first called, so ``import sj_ei`` stays light.
 
 numpy 2 and spikingjelly 0.0.0.0.14: its CuPy kernel launcher
 (``auto_cuda.base.CKernel.check_ctypes``, run before every launch of its CuPy LIF kernels)
@@ -161,3 +162,11 @@ def load_events_np(path) -> dict:
         return NeuromorphicDatasetFolder.load_events_np(str(path))
     from spikingjelly.datasets import base as datasets_base
     return datasets_base._load_events(path)
+
+
+def load_cifar10dvs_recording(path) -> dict:
+    """spikingjelly's own reader of one CIFAR10-DVS recording (AEDAT 2.0) as ``{'t', 'x', 'y', 'p'}``."""
+    from spikingjelly.datasets import cifar10_dvs
+    if SJ_MAJOR == 0:
+        return cifar10_dvs.CIFAR10DVS.load_origin_data(str(path))
+    return cifar10_dvs._load_origin_data(path)
