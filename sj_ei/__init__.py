@@ -1,15 +1,16 @@
 """sj_ei: deep normalization-free spiking networks with excitatory-inhibitory
 layers (DeepEISNN, ICLR 2026) for spikingjelly."""
-from . import _compat  # noqa: F401  (first: adapts spikingjelly to numpy 2)
+from ._compat import set_backend  # the one module that knows the spikingjelly release
 from .layers import EIConv2d, EILinear
 from .neurons import IPopulation, e_population, EILIFNode
 from .block import EIBlock
 from .currents import EICurrents
 from .init import EIInitError, ei_init, ei_layers
 from .constraint import constrain, clamp_
+from .division import set_division
 from . import models
 from . import convert
 
 __all__ = ['EIConv2d', 'EILinear', 'EIInitError', 'IPopulation', 'e_population', 'EILIFNode', 'EIBlock', 'EICurrents',
-           'ei_init', 'ei_layers', 'constrain', 'clamp_', 'models', 'convert']
+           'ei_init', 'ei_layers', 'constrain', 'clamp_', 'set_division', 'set_backend', 'models', 'convert']
 __version__ = '0.1.0'

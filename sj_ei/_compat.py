@@ -1,20 +1,172 @@
-"""The one place where sj_ei adapts spikingjelly 0.0.0.0.14 (the paper's release, the
-last with the CuPy neuron backend) to today's numpy and torch.  Imported first by sj_ei.
+"""The one module that knows which spikingjelly is installed: 0.0.0.0.14 (the paper's
+release, with a CuPy backend for its neurons) or 2.x (no CuPy backend, no ``backend``
+argument, no ``functional.set_backend``).  Everything else in sj_ei imports what differs
+from here.
 
-1. numpy removed the alias ``np.int`` (the builtin ``int``; deprecated in 1.20, gone since
-   1.24, so absent from every numpy 2).  spikingjelly's CuPy kernel launcher
-   (``auto_cuda.base.CKernel.check_ctypes``, run before every launch of its CuPy LIF
-   kernels) still compares integer arguments with ``np.int``, so each such launch raises
-   ``AttributeError``.  Restoring the alias with its old meaning fixes that and changes
-   nothing else: numpy itself no longer uses the name.
-2. spikingjelly decorates its surrogate functions with ``torch.jit.script``, which torch
-   2.14 deprecates with a FutureWarning at import; it says nothing a user can act on.
+- ``SJ_VERSION``: the installed spikingjelly's version string (neither release defines
+  ``__version__``; the package metadata tells them apart).
+- ``HAS_CUPY_BACKEND``: spikingjelly's own neurons (``LIFNode``, ...) can run on CuPy
+  (0.0.0.0.14 only).  sj_ei's fused E-I neuron has its own CuPy kernels on both.
+- ``MemoryModule`` / ``LIFNode``: base classes for sj_ei's stateful modules that carry a
+  ``backend`` attribute the spikingjelly way on both versions (validated against the
+  subclass's ``supported_backends``; ``LIFNode(..., backend='torch')`` accepted on both).
+- ``set_backend(net, backend)``: the one call that selects a backend on both versions.
+- The event-dataset readers sj_ei calls, whose names and argument types changed
+  (``split_dvs_gesture_recording``, ``aedat_header_length``, ``parse_aedat_address``,
+  ``load_events_np``, ``load_cifar10dvs_recording``); spikingjelly's dataset modules are
+  imported when one is first called, so ``import sj_ei`` stays light.
+
+numpy 2 and spikingjelly 0.0.0.0.14: its CuPy kernel launcher
+(``auto_cuda.base.CKernel.check_ctypes``, run before every launch of its CuPy LIF kernels)
+compares integer arguments with ``np.int``, an alias of ``int`` that numpy removed in 1.24,
+so every such launch raises ``AttributeError``.  sj_ei gives that one module a view of
+numpy that still has the alias (``_NumpyWithIntAlias``); numpy itself, and every other
+module, is left as it is.
 """
-import warnings
+import importlib.metadata
+import importlib.util
+import types
+from pathlib import Path
 
 import numpy as np
+import torch
+from torch import nn
+from spikingjelly.activation_based import base, functional, neuron
 
-if not hasattr(np, 'int'):
-    np.int = int
+SJ_VERSION: str = importlib.metadata.version('spikingjelly')
+SJ_MAJOR: int = int(SJ_VERSION.split('.')[0])  # 0 (0.0.0.0.14) or 2
+HAS_CUPY_BACKEND: bool = SJ_MAJOR == 0
+BACKENDS = ('torch', 'cupy')
 
-warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated', category=FutureWarning)
+
+class BackendError(ValueError):
+    """A backend was asked of modules (or of a machine) that cannot run it."""
+
+
+if SJ_MAJOR == 0:
+    from spikingjelly.activation_based.auto_cuda import base as _auto_cuda_base
+
+    class _NumpyWithIntAlias(types.ModuleType):
+        """numpy, as ``auto_cuda.base`` sees it: with the ``np.int`` alias numpy removed."""
+        int = int
+
+        def __getattr__(self, name):
+            return getattr(np, name)
+
+    if not hasattr(np, 'int'):  # numpy >= 1.24
+        _auto_cuda_base.np = _NumpyWithIntAlias('numpy')
+
+    MemoryModule = base.MemoryModule
+    LIFNode = neuron.LIFNode
+else:
+    class _Backend:
+        """The ``backend`` attribute spikingjelly 2 dropped, as 0.0.0.0.14 had it: one of
+        ``supported_backends`` (default ``('torch',)``), checked when it is set."""
+        _backend = 'torch'
+
+        @property
+        def supported_backends(self) -> tuple:
+            return ('torch',)
+
+        @property
+        def backend(self) -> str:
+            return self._backend
+
+        @backend.setter
+        def backend(self, value: str):
+            if value not in self.supported_backends:
+                raise NotImplementedError(
+                    f"{value!r} is not a supported backend of {self._get_name()} in step_mode "
+                    f"'{self.step_mode}'; it supports {self.supported_backends}")
+            self._backend = value
+
+        def extra_repr(self):
+            return f'{super().extra_repr()}, backend={self.backend}'
+
+    class MemoryModule(_Backend, base.MemoryModule):
+        """spikingjelly 2's ``MemoryModule`` with a ``backend`` attribute."""
+
+    class LIFNode(_Backend, neuron.LIFNode):
+        """spikingjelly 2's ``LIFNode`` that takes ``backend=`` like 0.0.0.0.14's."""
+
+        def __init__(self, *args, backend: str = 'torch', **kwargs):
+            super().__init__(*args, **kwargs)
+            self.backend = backend
+
+
+def set_backend(net: nn.Module, backend: str) -> None:
+    """Run every module of ``net`` that has a backend on ``backend`` ('torch' or 'cupy').
+
+    On spikingjelly 0.0.0.0.14 this is ``functional.set_backend(net, backend)`` (its own
+    neurons switch too; modules without that backend keep theirs, with spikingjelly's warning).
+    On 2.x it switches sj_ei's modules; a module that cannot run ``backend`` (for 'cupy':
+    spikingjelly 2's own neurons, which have no CuPy backend) is one error, and nothing changes.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f'backend must be one of {BACKENDS}, got {backend!r}')
+    if backend == 'cupy' and not torch.cuda.is_available():
+        raise BackendError("backend 'cupy' runs CuPy kernels on a CUDA GPU, but torch sees no CUDA device "
+                           "on this machine; use backend 'torch'")
+    if backend == 'cupy' and importlib.util.find_spec('cupy') is None:
+        raise BackendError("backend 'cupy' needs CuPy, which is not installed: pip install cupy-cuda12x "
+                           "(or sj_ei[cupy]), or use backend 'torch'")
+    if SJ_MAJOR == 0:
+        functional.set_backend(net, backend)
+        return
+    cannot = []
+    for name, m in net.named_modules():
+        if isinstance(m, _Backend) and backend not in m.supported_backends:
+            cannot.append(f"'{name}' ({type(m).__name__} in step_mode '{m.step_mode}' supports {m.supported_backends})")
+        elif isinstance(m, (neuron.BaseNode, neuron.SimpleBaseNode)) and not isinstance(m, _Backend) \
+                and backend != 'torch':
+            cannot.append(f"'{name}' (spikingjelly's {type(m).__name__}: spikingjelly 2 has no CuPy backend)")
+    if cannot:
+        raise BackendError(
+            f"backend {backend!r} is not available for {', '.join(cannot)} with spikingjelly {SJ_VERSION}; "
+            "sj_ei's CuPy backend is its fused E-I neuron in step_mode 'm' (models.build(..., norm='ei')), "
+            "spikingjelly 2's own neurons use its CUDA kernels on a GPU with backend 'torch', and "
+            "spikingjelly 0.0.0.0.14 has CuPy LIF nodes")
+    for m in net.modules():
+        if isinstance(m, _Backend):
+            m.backend = backend
+
+
+def split_dvs_gesture_recording(fname: str, aedat_file, csv_file, output_dir) -> None:
+    """spikingjelly's DVS128 Gesture splitter: the events of one recording (``aedat_file``,
+    AEDAT 3.1) to one events file ``output_dir/<label>/<fname>_<i>.npz`` per gesture of ``csv_file``."""
+    from spikingjelly.datasets import dvs128_gesture
+    if SJ_MAJOR == 0:
+        dvs128_gesture.DVS128Gesture.split_aedat_files_to_np(fname, str(aedat_file), str(csv_file), str(output_dir))
+    else:
+        dvs128_gesture._split_aedat_files_to_np(fname, Path(aedat_file), Path(csv_file), Path(output_dir))
+
+
+def aedat_header_length(f) -> int:
+    """Bytes of the ``#`` header lines at the start of the AEDAT 2.0 file ``f`` (CIFAR10-DVS), read from its start."""
+    from spikingjelly.datasets import cifar10_dvs
+    return cifar10_dvs.skip_header(f) if SJ_MAJOR == 0 else cifar10_dvs._skip_header(f)
+
+
+def parse_aedat_address(addresses: np.ndarray, **masks):
+    """``(x, y, polarity)`` of AEDAT 32-bit event addresses, with spikingjelly's bit masks and shifts
+    (keywords ``x_mask``, ``x_shift``, ``y_mask``, ``y_shift``, ``polarity_mask``, ``polarity_shift``)."""
+    from spikingjelly.datasets import cifar10_dvs
+    parse = cifar10_dvs.parse_raw_address if SJ_MAJOR == 0 else cifar10_dvs._parse_raw_address
+    return parse(addresses, **masks)
+
+
+def load_events_np(path) -> dict:
+    """One spikingjelly events file (``events_np/**.npz``) as ``{'t', 'x', 'y', 'p'}`` numpy arrays."""
+    if SJ_MAJOR == 0:
+        from spikingjelly.datasets import NeuromorphicDatasetFolder
+        return NeuromorphicDatasetFolder.load_events_np(str(path))
+    from spikingjelly.datasets import base as datasets_base
+    return datasets_base._load_events(path)
+
+
+def load_cifar10dvs_recording(path) -> dict:
+    """spikingjelly's own reader of one CIFAR10-DVS recording (AEDAT 2.0) as ``{'t', 'x', 'y', 'p'}``."""
+    from spikingjelly.datasets import cifar10_dvs
+    if SJ_MAJOR == 0:
+        return cifar10_dvs.CIFAR10DVS.load_origin_data(str(path))
+    return cifar10_dvs._load_origin_data(path)

@@ -36,6 +36,7 @@ from torch import nn
 from spikingjelly.activation_based import functional, layer, neuron as sj_neuron
 
 import sj_ei
+from . import _compat
 
 SHAPES = {'cifar': dict(in_channels=3, size=32, T=4, num_classes=10),
           'dvs': dict(in_channels=2, size=48, T=16, num_classes=11)}
@@ -45,7 +46,7 @@ MIN_SIZE = {'vgg': 32, 'res': 8}  # five 2x2 poolings; three stride-2 stages
 
 def neurons() -> dict:
     """The LIF implementations every network is timed with: name -> a factory of a multi-step
-    node with the paper's settings (``functional.set_backend`` then picks its backend)."""
+    node with the paper's settings (``sj_ei.set_backend`` then picks its backend)."""
     found = {'lif': lambda: sj_ei.e_population(step_mode='m')}
     if hasattr(sj_ei, 'EILIFNode'):  # sj_ei.neurons.EILIFNode (issue 12)
         found['eilif'] = lambda: sj_ei.EILIFNode(step_mode='m')
@@ -139,7 +140,7 @@ class _Run:
         self.labels = torch.randint(0, 10, (batch,), device=device)
         if norm == 'ei':
             sj_ei.ei_init(self.model, self.x)
-        functional.set_backend(self.model, backend)
+        sj_ei.set_backend(self.model, backend)
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=1e-3, momentum=0.9)
         if norm == 'ei':
             sj_ei.constrain(self.model, self.optimizer)
@@ -184,7 +185,8 @@ def variants(device: torch.device, floor: bool = False):
     """The (norm, neuron, backend) triples to compare, and why CuPy rows are absent (None if present);
     ``floor`` adds the ``bnwide`` network (see ``_WideConv``)."""
     norms = ['bn', 'ei'] + (['bnwide'] if floor else [])
-    triples = lambda backend: [(norm, neuron, backend) for norm in norms for neuron in neurons()]
+    triples = lambda backend: [(norm, neuron, backend) for norm in norms for neuron in neurons()
+                               if backend == 'torch' or neuron != 'lif' or _compat.HAS_CUPY_BACKEND]
     if device.type != 'cuda':
         return triples('torch'), f'no CuPy rows: the CuPy backend runs on a CUDA device, this run is on {device}'
     from . import cupy_backend

@@ -13,9 +13,9 @@ from typing import Optional, Union
 
 import torch
 from torch import nn
-from spikingjelly.activation_based import neuron, surrogate
+from spikingjelly.activation_based import surrogate
 
-from . import cupy_backend
+from . import _compat, cupy_backend
 from .currents import EICurrents
 from .lif import LIFConfig, lif
 
@@ -56,7 +56,7 @@ class IPopulation(nn.Module):
         return f'mode={self.mode}' + (f', theta={self.theta}' if self.mode == 'count' else '')
 
 
-class EPopulation(neuron.LIFNode):
+class EPopulation(_compat.LIFNode):
     """spikingjelly's ``LIFNode`` with the paper's defaults: ``tau=2``, ``decay_input=False``,
     ``v_threshold=1``, soft reset (``v_reset=None``), ``detach_reset=True``, sigmoid surrogate
     (a fresh ``surrogate.Sigmoid()`` when ``surrogate_function`` is None).  Input ``[N, ...]``
@@ -67,9 +67,9 @@ class EPopulation(neuron.LIFNode):
     def __init__(self, tau: float = 2.0, decay_input: bool = False, v_threshold: float = 1.0,
                  v_reset: Optional[float] = None, surrogate_function: Optional[nn.Module] = None,
                  detach_reset: bool = True, step_mode: str = 's', backend: str = 'torch', store_v_seq: bool = False):
-        super().__init__(tau, decay_input, v_threshold, v_reset,
-                         surrogate.Sigmoid() if surrogate_function is None else surrogate_function,
-                         detach_reset, step_mode, backend, store_v_seq)
+        super().__init__(tau=tau, decay_input=decay_input, v_threshold=v_threshold, v_reset=v_reset,
+                         surrogate_function=surrogate.Sigmoid() if surrogate_function is None else surrogate_function,
+                         detach_reset=detach_reset, step_mode=step_mode, backend=backend, store_v_seq=store_v_seq)
 
     def multi_step_forward(self, x_seq: torch.Tensor) -> torch.Tensor:
         if self.backend == 'cupy' and self.training:  # spikingjelly runs its CuPy kernel in training only

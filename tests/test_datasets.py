@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from spikingjelly.datasets import split_to_train_test_set
 
-from sj_ei import datasets
+from sj_ei import _compat, datasets
 from sj_ei.datasets import events
 from sj_ei.datasets.synthetic import CLASSES, SyntheticEvents
 from sj_ei.datasets.transforms import Cutout, RandomRoll, event_transform
@@ -144,7 +144,7 @@ def test_cifar10dvs_reader_matches_spikingjelly(tmp_path, monkeypatch):
     ours = np.load(tmp_path / 'ours.npz')
     # spikingjelly's own reader, run with the numpy-1 meaning of np.fromstring it was written for
     monkeypatch.setattr(np, 'fromstring', lambda data, dtype: np.frombuffer(data, dtype=dtype), raising=False)
-    theirs = events.CIFAR10DVS.load_origin_data(str(source))
+    theirs = _compat.load_cifar10dvs_recording(source)
     for key in 'txyp':
         np.testing.assert_array_equal(ours[key], theirs[key])
 

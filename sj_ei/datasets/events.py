@@ -37,6 +37,7 @@ from spikingjelly.datasets import cifar10_dvs
 from spikingjelly.datasets.cifar10_dvs import CIFAR10DVS
 from spikingjelly.datasets.dvs128_gesture import DVS128Gesture
 
+from .. import _compat
 from .errors import DatasetNotFoundError
 from .transforms import SENSOR, event_transform
 
@@ -221,7 +222,7 @@ def _prepare_events(name: str, root: Path):
             for split in ('train', 'test'):
                 for label in range(11):
                     (partial / split / str(label)).mkdir(parents=True)
-            _run_all([(source, DVS128Gesture.split_aedat_files_to_np, stem, str(source),
+            _run_all([(source, _compat.split_dvs_gesture_recording, stem, str(source),
                        str(source.with_name(f'{stem}_labels.csv')), str(partial / split))
                       for source, split, stem in recordings], 'read the recording')
         else:
@@ -237,11 +238,11 @@ def _convert_cifar10dvs(source: Path, target: Path):
     ``CIFAR10DVS.load_origin_data``, whose reader numpy 2 no longer runs
     (``np.fromstring`` on binary data was removed)."""
     with open(source, 'rb') as f:
-        f.seek(cifar10_dvs.skip_header(f))
+        f.seek(_compat.aedat_header_length(f))
         words = np.frombuffer(f.read(), dtype='>u4')
     if len(words) % 2:
         raise ValueError('odd number of 32-bit words after the header')
-    x, y, p = cifar10_dvs.parse_raw_address(words[0::2], x_mask=0xFE, x_shift=1, y_mask=0x7F00, y_shift=8,
+    x, y, p = _compat.parse_aedat_address(words[0::2], x_mask=0xFE, x_shift=1, y_mask=0x7F00, y_shift=8,
                                             polarity_mask=1, polarity_shift=None)
     sjds.np_savez(str(target), t=words[1::2], x=127 - y, y=127 - x, p=1 - p.astype(int))
 
@@ -260,6 +261,6 @@ def _prepare_frames(name: str, root: Path, T: int):
             out = partial / Path(folder).relative_to(events_np)
             out.mkdir(exist_ok=True)
             jobs += [(Path(folder, f), sjds.integrate_events_file_to_frames_file_by_fixed_frames_number,
-                      _SOURCES[name].load_events_np, os.path.join(folder, f), str(out), 'number', T, H, W)
+                      _compat.load_events_np, os.path.join(folder, f), str(out), 'number', T, H, W)
                      for f in files]
         _run_all(jobs, 'frame the events file')
