@@ -12,7 +12,7 @@ from spikingjelly.activation_based import layer
 
 from .block import EIBlock
 from .layers import EIConv2d, EILinear
-from .neurons import e_population
+from .neurons import EILIFNode, e_population
 
 VGG_LAYOUTS = {
     'vgg8': [64, 'P', 128, 'P', 256, 'P', 512, 'P', 512, 'P'],
@@ -36,7 +36,7 @@ class _Builder:
         padding = kernel_size // 2
         if self.norm == 'ei':
             return EIBlock(EIConv2d(cin, cout, kernel_size, stride, padding, ei_ratio=self.ei_ratio,
-                                    step_mode='m', **self.options), e_population(step_mode='m'))
+                                    step_mode='m', **self.options), EILIFNode(step_mode='m'))
         conv = layer.Conv2d(cin, cout, kernel_size, stride, padding, bias=False, step_mode='m')
         nn.init.kaiming_normal_(conv.weight, mode='fan_out', nonlinearity='relu')
         norm = [layer.BatchNorm2d(cout, step_mode='m')] if self.norm == 'bn' else []

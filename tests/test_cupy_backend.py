@@ -9,7 +9,6 @@ unchanged around them.  Where CuPy can launch on a CUDA GPU the same comparisons
 real launches (the ``cuda`` cases, skipped elsewhere with the reason; ``SJ_EI_REQUIRE_GPU=1``
 turns that skip into a failure, as ``.ci/gpu-check`` does).
 """
-import importlib
 import math
 import os
 import re
@@ -23,7 +22,7 @@ import pytest
 import torch
 from spikingjelly.activation_based import neuron, surrogate
 
-from sj_ei import _compat, cupy_backend
+from sj_ei import cupy_backend
 from sj_ei.cupy_backend import (BLOCK, CONVERSIONS, KINDS, SURROGATES, Kernel, LIFConfig, backward_kernel,
                                 forward_kernel)
 from sj_ei.currents import EICurrents, integrate
@@ -520,25 +519,3 @@ def test_bad_arguments_are_one_clear_error(grid):
         cupy_backend.fused_lif(i_ee[0, 0, 0], 0.0, PAPER)
     assert grid.made == []
 
-
-# ---------------------------------------------------------------- spikingjelly's own CuPy code on numpy 2
-
-class FakeCupyArray:
-    """Stands in for the ``cupy.ndarray`` scalars spikingjelly's LIF launch passes (none exist without a GPU)."""
-
-    def __init__(self, dtype):
-        self.dtype = np.dtype(dtype)
-
-
-def test_spikingjelly_cupy_lif_argument_check_needs_the_numpy_2_fix(monkeypatch):
-    """spikingjelly's CuPy LIF launch checks integer arguments against ``np.int`` (gone from numpy):
-    it fails on today's numpy until ``sj_ei._compat`` runs, and passes after."""
-    from spikingjelly.activation_based.auto_cuda import base, neuron_kernel
-    monkeypatch.setattr(base, 'cupy', types.SimpleNamespace(ndarray=FakeCupyArray))
-    kernel = neuron_kernel.LIFNodeFPTTKernel(decay_input=False, hard_reset=False, dtype='float')
-    arguments = {'numel': FakeCupyArray(np.int64), 'v_th': FakeCupyArray(np.float32)}
-    monkeypatch.delattr(np, 'int')  # numpy >= 1.24 as it is before the fix
-    with pytest.raises(AttributeError, match="has no attribute 'int'"):
-        kernel.check_ctypes(arguments)
-    importlib.reload(_compat)
-    kernel.check_ctypes(arguments)

@@ -6,6 +6,7 @@ import torch
 from spikingjelly.activation_based import functional, layer, neuron
 
 import sj_ei
+from sj_ei.currents import integrate
 
 
 def bernoulli(p, shape=(4, 8, 3, 32, 32)):
@@ -15,9 +16,14 @@ def bernoulli(p, shape=(4, 8, 3, 32, 32)):
 def layer_statistics(net, x):
     """Per E population: (mean of its input I_int, std of I_int, firing rate)."""
     stats = []
-    hooks = [m.register_forward_hook(lambda m, i, o: stats.append((i[0].mean().item(), i[0].std().item(),
-                                                                     o.mean().item())))
-             for m in net.modules() if isinstance(m, neuron.LIFNode)]
+
+    def record(module, inputs, spikes):
+        i_int = inputs[0]
+        if isinstance(i_int, sj_ei.EICurrents):  # a fused E population integrates the currents itself
+            i_int = integrate(i_int, channel_dim=2)
+        stats.append((i_int.mean().item(), i_int.std().item(), spikes.mean().item()))
+
+    hooks = [m.register_forward_hook(record) for m in net.modules() if isinstance(m, neuron.LIFNode)]
     with torch.no_grad():
         net(x)
     functional.reset_net(net)
