@@ -157,6 +157,7 @@ def set_epoch(loader, seed, epoch):
 
 def check_setup(config: dict) -> torch.device:
     """The torch device of ``config``, after checking that this machine can run ``config``."""
+    cfg.check_combination(config)
     device = torch.device(config['device'])
     if device.type == 'cuda' and not torch.cuda.is_available():
         raise cfg.ConfigError(f"device {config['device']!r}: no CUDA device is available here; use -device cpu")
@@ -179,6 +180,14 @@ def first_batch(loader, seed: int, device) -> torch.Tensor:
     return (x.transpose(0, 1) if x.dim() == 5 else x).to(device)
 
 
+def build_model(config: dict) -> sj_ei.models.SpikingClassifier:
+    """The untrained model of ``config``, with its E-I ablation switches."""
+    meta = datasets.info(config['dataset'])
+    return sj_ei.models.build(config['model'], meta['num_classes'], meta['in_channels'], norm=config['norm'],
+                              T=config['T'], ei_ratio=config['ei_ratio'], width=config['width'],
+                              **cfg.layer_options(config))
+
+
 def train(config: dict, resume=None) -> float:
     """Train with ``config`` (from ``train.config``), or continue the run of checkpoint ``resume``;
     returns the best test top-1 (%)."""
@@ -188,9 +197,7 @@ def train(config: dict, resume=None) -> float:
     seed_everything(config['seed'])
     out_dir = Path(config['out_dir'])
     train_loader, test_loader = make_loader(config, distributed, True), make_loader(config, distributed, False)
-    meta = datasets.info(config['dataset'])
-    model = sj_ei.models.build(config['model'], meta['num_classes'], meta['in_channels'], norm=config['norm'],
-                               T=config['T'], ei_ratio=config['ei_ratio'], width=config['width']).to(device)
+    model = build_model(config).to(device)
     functional.set_backend(model, config['backend'])
     optimizer = torch.optim.SGD(model.parameters(), lr=config['lr'], momentum=config['momentum'],
                                 weight_decay=config['weight_decay'])
