@@ -42,7 +42,9 @@ SCHEMA = {
     'backend': (str, 'torch', "neuron backend: 'torch' or 'cupy' (GPU)"),
     'device': (str, 'cpu', "torch device, e.g. 'cpu', 'cuda', 'cuda:1'"),
     'seed': (int, 0, 'seed of every random number generator'),
-    'out_dir': (str, 'runs/run', 'folder for TensorBoard logs and checkpoints'),
+    'out_dir': (str, 'runs/run', 'folder of this run: TensorBoard logs and checkpoints (must not hold another run)'),
+    'init_from': (str, None, "start from the weights of this checkpoint (this trainer's, or a DeepEISNN model) "
+                             'instead of E-I Init, with a fresh optimizer and schedule (fine-tuning, more epochs)'),
     'histograms': (bool, False, "TensorBoard histograms of E-I parameters and each layer's I_int, every epoch"),
     'num_samples': (int, 1024, 'synthetic dataset only: training samples'),
     'num_test_samples': (int, 512, 'synthetic dataset only: test samples'),
@@ -53,7 +55,7 @@ CHOICES = {'dataset': datasets.NAMES, 'model': models.NAMES, 'norm': models.NORM
 POSITIVE = ('width', 'ei_ratio', 'T', 'batch_size', 'epochs', 'num_samples', 'num_test_samples', 'size', 'eps',
             'i_theta')
 #: keys that may be null (YAML ``null``, ``-set eps=null``)
-NULLABLE = ('eps',)
+NULLABLE = ('eps', 'init_from')
 #: the E-I layer options (paper Table 2 ablations); other norms take them only at their defaults
 ABLATIONS = ('init', 'sign_constraint', 'eps', 'grad_scale', 'i_population', 'i_theta')
 
@@ -141,6 +143,6 @@ def override(config: dict, key: str, text: str, source: str) -> None:
         value = yaml.safe_load(text)
     except yaml.YAMLError:
         value = text
-    if SCHEMA.get(key, (None,))[0] is str:
+    if SCHEMA.get(key, (None,))[0] is str and not (value is None and key in NULLABLE):
         value = text
     config[key] = check(key, value, source)
