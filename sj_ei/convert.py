@@ -172,7 +172,8 @@ def _is_deepeisnn(state: dict) -> bool:
 
 
 def _listed(items: list) -> str:
-    return f'({len(items)}) {items[:12]}' + (' ...' if len(items) > 12 else '')
+    """``"(14) ['a', 'b', ...]"``: how many, and the first 12."""
+    return f'({len(items)}) [' + ', '.join(map(repr, items[:12])) + (', ...' if len(items) > 12 else '') + ']'
 
 
 def _load_sj_ei(model: nn.Module, state: dict) -> nn.Module:
