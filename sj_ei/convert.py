@@ -84,9 +84,11 @@ def read_checkpoint(source):
                 with torch.serialization.safe_globals(_numpy_globals()):
                     state = torch.load(path, map_location='cpu', weights_only=True)
         except Exception as e:  # any reader's failure means the same thing to the user
-            reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            lines = [line.strip() for line in str(e).splitlines() if line.strip()] or [type(e).__name__]
+            found = [re.search(r'Unsupported (global: GLOBAL [\w.]+|[^.]*)', line) for line in lines]  # e.g. 'Unsupported global: GLOBAL x'
+            reason = next((m.group(0) for m in found if m), lines[0])[:200]
             hint = ('it holds Python objects besides tensors: save its state dict alone with torch.save'
-                    if 'weights_only' in str(e) else 'the file is damaged or not a PyTorch / safetensors checkpoint')
+                    if 'Unsupported global' in str(e) else 'the file is damaged or not a PyTorch / safetensors checkpoint')
             raise ConversionError(f'cannot read {path} as a checkpoint ({reason}); {hint}') from None
         beside = path.with_name('config.json')
         if beside.is_file():
@@ -167,8 +169,15 @@ def is_sj_ei(state: dict) -> bool:
     return any(k.startswith(('features.', 'readout.')) for k in state)
 
 
-def _is_deepeisnn(state: dict) -> bool:
-    return any(k.endswith(('.conv_ee.weight', '.weight_ee', '.weight_ei')) for k in state)
+def _layout(state: dict, source) -> str:
+    """``'sj_ei'`` or ``'deepeisnn'``: whose names the checkpoint ``source`` (read into ``state``) has."""
+    if is_sj_ei(state):
+        return 'sj_ei'
+    if any(k.endswith(('.conv_ee.weight', '.weight_ee', '.weight_ei')) for k in state):
+        return 'deepeisnn'
+    raise ConversionError(f'{"the state dict" if isinstance(source, dict) else source} is neither an sj_ei '
+                          'model (keys features.*, readout.*) nor a DeepEISNN E-I model (keys ending in '
+                          f'conv_ee.weight, weight_ee, weight_ei); its keys: {_listed(list(state))}')
 
 
 def _listed(items: list) -> str:
@@ -209,12 +218,8 @@ def load_pretrained(model: models.SpikingClassifier, source, config=None) -> mod
     if not isinstance(model, models.SpikingClassifier):
         raise ConversionError('load_pretrained loads into a model of sj_ei.models.build(name, num_classes, '
                               f'in_channels, ...), got {type(model).__name__}')
-    if is_sj_ei(state):
+    if _layout(state, source) == 'sj_ei':
         return _load_sj_ei(model, state)
-    if not _is_deepeisnn(state):
-        raise ConversionError(f'{"the state dict" if isinstance(source, dict) else source} is neither an sj_ei '
-                              'model (keys features.*, readout.*) nor a DeepEISNN E-I model (keys ending in '
-                              f'conv_ee.weight, weight_ee, weight_ei); its keys: {_listed(list(state))}')
     config = _read_config(config) or found
     if not isinstance(model.readout, EILinear):
         raise ConversionError("a DeepEISNN checkpoint loads into an E-I model (sj_ei.models.build(..., norm='ei')), "
@@ -286,6 +291,9 @@ def from_deepeisnn(source, config=None, T: Optional[int] = None) -> models.Spiki
     static ``[B, C, H, W]``; its ``forward(x).mean(0)`` equals the authors' output.
     """
     state, found = read_checkpoint(source)
+    if _layout(state, source) == 'sj_ei':
+        raise ConversionError(f'{"the state dict" if isinstance(source, dict) else source} is an sj_ei model: '
+                              'load it with load_pretrained(sj_ei.models.build(...), source)')
     config = _read_config(config) or found
     if config is None:
         raise ConversionError('from_deepeisnn needs the model config: the config.json of the model card, or a dict '

@@ -342,12 +342,12 @@ def pretrained_model(config: dict, path) -> torch.nn.Module:
                 raise checkpoint.CheckpointError(
                     f'{path} holds another model than the config ({"; ".join(text for _, text in differ)}); '
                     'evaluate it with the config it was trained with')
-        return convert.load_pretrained(build_model(config), state)
+        return convert.load_pretrained(build_model(config), path)
     name = config['model']
     meta = datasets.info(config['dataset'])
     arch = {'arch': name.rstrip('0123456789'), 'num_layers': int(name[len(name.rstrip('0123456789')):]),
             'num_classes': meta['num_classes'], 'in_channels': meta['in_channels'], 'ei_ratio': config['ei_ratio']}
-    return convert.from_deepeisnn(state, saved or arch, T=config['T'])
+    return convert.from_deepeisnn(path, saved or arch, T=config['T'])
 
 
 def evaluate_pretrained(config: dict, path) -> Evaluation:
