@@ -76,6 +76,9 @@ def test_flags_override_the_file(tmp_path):
         batch_size=4, lr=0.1, amp=True, T=3, epochs=7, workers=2, seed=5, width=0.5, backend='cupy',
         device='cuda:1', data_dir='elsewhere', out_dir='out', histograms=True, momentum=0.8)
     assert config['num_samples'] == 32  # untouched keys keep the file's value
+    assert classify.make_config(classify.parse_args(['-cfg', str(tiny_config(tmp_path)), '-lr', '1e-3']))['lr'] == 0.001
+    (tmp_path / 'exponent.yaml').write_text('lr: 2e-3\nweight_decay: 5e-4\n')  # YAML 1.1 reads these as strings
+    assert (cfg.load(tmp_path / 'exponent.yaml')['lr'], cfg.load(tmp_path / 'exponent.yaml')['weight_decay']) == (0.002, 5e-4)
     assert classify.make_config(classify.parse_args(['-cfg', str(tiny_config(tmp_path))]))['amp'] is False
 
 

@@ -6,6 +6,7 @@ Unknown keys (with the closest valid key suggested) and values of the wrong type
 Appendix F.6 and Table 5; the E-I ablation switches are its Table 2.
 """
 import difflib
+import math
 from pathlib import Path
 
 import torch
@@ -84,8 +85,15 @@ def check(key: str, value, source: str):
     kind = SCHEMA[key][0]
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
+    if kind is float and isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+        try:
+            value = float(value)
+        except ValueError:
+            pass
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise ConfigError(f'{source}: {key} must be {type_name(key)}, got {value!r}. Valid keys:\n{valid_keys()}')
+    if kind is float and not math.isfinite(value):
+        raise ConfigError(f'{source}: {key} must be a finite number, got {value!r}')
     if key in CHOICES and value not in CHOICES[key]:
         raise ConfigError(f'{source}: {key} must be one of {", ".join(CHOICES[key])}, got {value!r}')
     if key in POSITIVE and value <= 0 or key in ('lr', 'weight_decay', 'momentum', 'warmup_epochs', 'workers') and value < 0:
