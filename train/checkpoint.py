@@ -127,7 +127,9 @@ def check_new_run_folder(out_dir) -> None:
     found = taken(out_dir)
     if not found:
         return
-    free = next(f'{out_dir}-{i}' for i in range(2, 10 ** 6) if not taken(Path(f'{out_dir}-{i}')))
+    stem, _, number = str(out_dir).rpartition('-')  # after runs/x-2 comes runs/x-3, not runs/x-2-2
+    stem, first = (stem, int(number) + 1) if stem and number.isdigit() else (str(out_dir), 2)
+    free = next(f'{stem}-{i}' for i in range(first, first + 10 ** 6) if not taken(Path(f'{stem}-{i}')))
     latest = out_dir / 'checkpoint_latest.pth'
     resume = f'continue that run with -resume {latest}, or ' if latest.is_file() else ''
     raise CheckpointError(f'{out_dir} already holds another run ({", ".join(found[:3])}'
