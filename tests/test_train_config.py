@@ -123,7 +123,7 @@ def test_frames_too_small_for_the_model_are_a_config_error(tmp_path):
 
 
 #: the rows of the paper's Table 2 (VGG-8, CIFAR-10) -> the switches that differ from the full method
-ABLATIONS = {'kaiming_clamped': dict(init='kaiming', sign_constraint=True), 'fixed_eps': dict(eps=0.001),
+ABLATIONS = {'kaiming_clamped': dict(init='kaiming', sign_constraint=True), 'fixed_eps': dict(eps=1e-5),
              'no_grad_scale': dict(grad_scale=False), 'kaiming_unconstrained': dict(init='kaiming', sign_constraint=False)}
 
 
