@@ -118,6 +118,16 @@ def test_a_checkpoint_of_another_run_or_model_is_refused(tmp_path):
         checkpoint.load(path, config)
 
 
+def test_resuming_from_an_earlier_checkpoint_of_a_run_that_went_further_is_refused(tmp_path):
+    config = cfg.load(tiny_config(tmp_path))
+    checkpoint.save(tmp_path / 'checkpoint_max.pth', **full_state(config, epoch=0))
+    checkpoint.save(tmp_path / 'checkpoint_latest.pth', **full_state(config, epoch=1))
+    with pytest.raises(checkpoint.CheckpointError, match=r'checkpoint_max.pth is epoch 0 of a run whose '
+                                                         r'checkpoint_latest.pth is at epoch 1: .* -resume .*latest.pth'):
+        checkpoint.load(tmp_path / 'checkpoint_max.pth', config)
+    assert checkpoint.load(tmp_path / 'checkpoint_latest.pth', config)['epoch'] == 1
+
+
 def test_a_second_run_into_the_same_folder_is_refused_and_the_first_run_is_untouched(tmp_path):
     config = cfg.load(tiny_config(tmp_path, **SMALL))
     first = classify.train(config)

@@ -103,6 +103,16 @@ def load(path, config: dict) -> dict:
     if differ:
         raise CheckpointError(f'{path} belongs to another run ({"; ".join(text for _, text in differ)}); '
                               'resume with the config it was trained with')
+    latest = path.parent / 'checkpoint_latest.pth'
+    if path.name != latest.name and latest.is_file():
+        try:
+            later = torch.load(latest, map_location='cpu', weights_only=True)['epoch']
+        except Exception:
+            later = None  # a damaged latest checkpoint: this one is what is left
+        if later is not None and later > state['epoch']:
+            raise CheckpointError(f'{path} is epoch {state["epoch"]} of a run whose {latest.name} is at epoch {later}: '
+                                  f'resuming from it would overwrite the later epochs. Resume with -resume {latest}, '
+                                  f'or start a new run from its weights: {more}')
     if state['epoch'] + 1 >= config['epochs']:
         raise CheckpointError(f'{path} is the end of a finished run (epoch {state["epoch"] + 1} of '
                               f'{config["epochs"]}): nothing to resume. To train it further, start a new run '
