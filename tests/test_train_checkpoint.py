@@ -137,7 +137,7 @@ def test_a_second_run_into_the_same_folder_is_refused_and_the_first_run_is_untou
         classify.train({**config, 'epochs': 2})
     assert str(e.value).startswith(f'{first.out_dir} already holds another run (checkpoint_latest.pth, '
                                    'checkpoint_max.pth, events.out.tfevents.')
-    assert f'continue that run with -resume {first.out_dir / "checkpoint_latest.pth"}' in str(e.value)
+    assert f'train that finished run further with -init-from {first.out_dir / "checkpoint_latest.pth"} ' in str(e.value)
     assert f'e.g. -out-dir {first.out_dir}-2' in str(e.value)
     assert files(first.out_dir) == before
     # TensorBoard events alone (a run stopped in its first epoch) are a run too; the suggestion skips taken folders

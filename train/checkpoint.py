@@ -141,7 +141,13 @@ def check_new_run_folder(out_dir) -> None:
     stem, first = (stem, int(number) + 1) if stem and number.isdigit() else (str(out_dir), 2)
     free = next(f'{stem}-{i}' for i in range(first, first + 10 ** 6) if not taken(Path(f'{stem}-{i}')))
     latest = out_dir / 'checkpoint_latest.pth'
-    resume = f'continue that run with -resume {latest}, or ' if latest.is_file() else ''
+    try:
+        saved = torch.load(latest, map_location='cpu', weights_only=True)
+        finished = saved['epoch'] + 1 >= saved['config']['epochs']
+    except Exception:  # no latest checkpoint, or not a readable one: nothing to continue
+        finished = None
+    resume = ('' if finished is None else f'continue that run with -resume {latest}, or ' if not finished else
+              f'train that finished run further with -init-from {latest} -out-dir {free}, or ')
     raise CheckpointError(f'{out_dir} already holds another run ({", ".join(found[:3])}'
                           f'{", ..." if len(found) > 3 else ""}): {resume}start a new run in a new folder, '
                           f'e.g. -out-dir {free}')
