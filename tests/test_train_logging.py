@@ -15,15 +15,23 @@ SCALARS = {'train/loss', 'train/acc1', 'train/acc5', 'test/loss', 'test/acc1', '
            'test/speed'}
 
 
-def test_an_ei_run_logs_scalars_firing_rates_histograms_and_checkpoints(tmp_path):
-    best = classify.train(cfg.load(tiny_config(tmp_path, epochs=2, histograms=True)))
+def test_an_ei_run_logs_scalars_firing_rates_histograms_and_checkpoints(tmp_path, capsys):
+    summary = classify.train(cfg.load(tiny_config(tmp_path, epochs=2, histograms=True)))
     run = tmp_path / 'run'
     assert {'checkpoint_latest.pth', 'checkpoint_max.pth'} <= {p.name for p in run.iterdir()}
     events = EventAccumulator(str(run), size_guidance={'histograms': 0, 'scalars': 0}).Reload()
     scalars = set(events.Tags()['scalars'])
     assert SCALARS <= scalars
+    test_acc1 = [s.value for s in events.Scalars('test/acc1')]
     assert [s.step for s in events.Scalars('test/acc1')] == [0, 1]
-    assert max(s.value for s in events.Scalars('test/acc1')) == best
+    # the summary: the first best epoch, the last epoch, where the checkpoints are, on one line at the end
+    best_epoch = test_acc1.index(max(test_acc1))
+    assert summary[:3] == pytest.approx((max(test_acc1), best_epoch, test_acc1[-1])) and summary.out_dir == run
+    assert torch.load(run / 'checkpoint_max.pth', weights_only=True)['epoch'] == best_epoch
+    last_line = capsys.readouterr().out.splitlines()[-1]
+    assert last_line.startswith(f'done: best test acc@1 {summary.best_acc1:.2f} at epoch {best_epoch}, '
+                                f'last {summary.last_acc1:.2f}, in ')
+    assert last_line.endswith(f' s; checkpoints in {run} (checkpoint_max.pth: best, checkpoint_latest.pth: last)')
     rates = sorted(tag for tag in scalars if tag.startswith('firing_rate/'))
     assert rates == [f'firing_rate/features.{i}' for i in (0, 2, 4, 6, 8)]  # one per E population of VGG-8
     assert all(0 < s.value < 1 for tag in rates for s in events.Scalars(tag))
