@@ -28,9 +28,10 @@ from spikingjelly.activation_based import surrogate
 
 from . import models
 from .block import EIBlock
-from .init import ei_layers, name_layers
+from .constraint import clamp_
+from .init import ei_layers
 from .layers import EIConv2d, EILinear
-from .neurons import e_population
+from .neurons import EILIFNode
 
 #: DeepEISNN dataset name -> (num_classes, in_channels)
 DATASETS = {'CIFAR10': (10, 3), 'CIFAR100': (100, 3), 'TinyImageNet200': (200, 3), 'CIFAR10DVS': (10, 2),
@@ -257,7 +258,7 @@ def load_pretrained(model: models.SpikingClassifier, source, config=None) -> mod
         for target, value in plan:
             target.copy_(value)
     for _, layer in ei_layers(model):
-        layer.clamp_()  # what the authors' forward does before every use
+        clamp_(layer)  # what the authors' forward does before every use
         layer._set_initialized(True)
     if config and config.get('neuron'):
         _set_neurons(model, config['neuron'])
@@ -276,7 +277,7 @@ def _set_neurons(model: nn.Module, neuron: dict):
         settings['tau'] = float(settings['tau'])
     for block in model.modules():
         if isinstance(block, EIBlock):
-            block.neuron = e_population(**settings, step_mode=block.step_mode, backend=block.neuron.backend)
+            block.neuron = EILIFNode(**settings, step_mode=block.step_mode, backend=block.neuron.backend)
 
 
 def from_deepeisnn(source, config=None, T: Optional[int] = None) -> models.SpikingClassifier:
@@ -373,5 +374,4 @@ def to_ei(net: nn.Module, ei_ratio: int = 4, readout: bool = False, **layer_opti
         raise ConversionError('to_ei cannot convert: ' + '; '.join(problems))
     for module, attribute, new in plan:
         setattr(module, attribute, new)
-    name_layers(net)
     return net

@@ -13,7 +13,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from train import checkpoint, classify
 from train import config as cfg
 
-from dvs_gesture_format import write_dvs_gesture
+from formats import write_dvs_gesture
 from train_helpers import ROOT, cli, tiny_config
 
 

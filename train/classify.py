@@ -29,6 +29,7 @@ from tqdm import tqdm
 from spikingjelly.activation_based import functional
 
 import sj_ei
+import sj_ei.ops
 from sj_ei import convert, datasets
 from sj_ei.cupy_backend import CupyUnavailableError
 
@@ -165,6 +166,15 @@ def set_epoch(loader, seed, epoch):
         sampler.generator.manual_seed(seed * 1000 + epoch)
 
 
+def test_operations(counter: sj_ei.ops.Counter, distributed) -> dict:
+    """Per-test-sample operation counts and energy (``sj_ei.ops``) over all ranks."""
+    counts = counter.report().totals()
+    samples, *sums = distributed.sum(counter.samples, *(counter.samples * v for v in counts.values()))
+    counts = dict(zip(counts, (total / samples for total in sums)))
+    counts['inhibition_share'] = counts['inhibition_pJ'] / counts['energy_pJ'] if counts['energy_pJ'] else 0.0
+    return counts
+
+
 def check_setup(config: dict) -> torch.device:
     """The torch device of ``config``, after checking that this machine can run ``config``."""
     cfg.check_combination(config)
@@ -228,7 +238,7 @@ def train(config: dict, resume=None) -> Summary:
     seed_everything(config['seed'])
     train_loader, test_loader = make_loader(config, distributed, True), make_loader(config, distributed, False)
     model = build_model(config).to(device)
-    functional.set_backend(model, config['backend'])
+    sj_ei.set_backend(model, config['backend'])
     optimizer = torch.optim.SGD(model.parameters(), lr=config['lr'], momentum=config['momentum'],
                                 weight_decay=config['weight_decay'])
     steps = len(train_loader)
@@ -272,7 +282,9 @@ def train(config: dict, resume=None) -> Summary:
             *train_stats, train_time = run_epoch(net, train_loader, device, config['amp'], True, optimizer,
                                                  scheduler, scaler, rates, progress)
             progress.close()
-            *test_stats, test_time = run_epoch(net, test_loader, device, config['amp'], False)
+            with sj_ei.ops.Counter(model, baseline=config['norm'] != 'ei') as counter:
+                *test_stats, test_time = run_epoch(net, test_loader, device, config['amp'], False)
+            operations = test_operations(counter, distributed)
             n, loss, top1, top5 = distributed.sum(*train_stats)
             tn, tloss, ttop1, ttop5 = distributed.sum(*test_stats)
             distributed.check_identical(model)
@@ -291,10 +303,11 @@ def train(config: dict, resume=None) -> Summary:
                 writer.add_scalar(key, value, epoch)
             for name, rate in rates.rates().items():
                 writer.add_scalar(f'firing_rate/{name}', rate, epoch)
+            for key, value in operations.items():  # ops/ac, ops/mac, ops/div, ..., ops/energy_pJ per test sample
+                writer.add_scalar(f'ops/{key}', value, epoch)
             if config['histograms']:
                 x, _ = next(iter(test_loader))
-                log_histograms(writer, model, (x.transpose(0, 1) if x.dim() == 5 else x).to(device),
-                               config['backend'], epoch)
+                log_histograms(writer, model, (x.transpose(0, 1) if x.dim() == 5 else x).to(device), epoch)
             writer.flush()
             snapshot = dict(model=model.state_dict(), optimizer=optimizer.state_dict(),
                             scheduler=scheduler.state_dict(), scaler=scaler.state_dict(), epoch=epoch,
