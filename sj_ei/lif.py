@@ -12,20 +12,25 @@ indexing ``x_seq[t]`` under autograd does in spikingjelly's torch LIF.  Without 
 nothing is kept.
 Arithmetic is in float32 (float64 for float64 input), also for 16-bit currents under autocast.
 """
+import dataclasses
 import math
-from typing import NamedTuple, Optional, Union
+from typing import Optional, Union
 
 import torch
+from spikingjelly.activation_based import surrogate as sj_surrogate
 
 from .currents import EICurrents, channel_view
 
-SURROGATES = ('sigmoid', 'atan')
+SURROGATES = {'sigmoid': 'Sigmoid', 'atan': 'ATan'}  # LIFConfig.surrogate -> spikingjelly surrogate class
+_OTHER_NEURON = "or put another spikingjelly neuron after the E-I layer (sj_ei.EIBlock then uses the layer's I_int)"
 
 
-class LIFConfig(NamedTuple):
+@dataclasses.dataclass(frozen=True)
+class LIFConfig:
     """The spikingjelly ``LIFNode`` arguments of one E population and its surrogate gradient
     (``'sigmoid'`` or ``'atan'``: spikingjelly's ``surrogate.Sigmoid`` / ``surrogate.ATan`` with
-    ``surrogate_alpha``).  The defaults are the paper's E population (SPEC section 2)."""
+    ``surrogate_alpha``), what every backend (and every generated kernel) is specialized for.
+    The defaults are the paper's E population (SPEC section 2)."""
     tau: float = 2.0
     v_threshold: float = 1.0
     v_reset: Optional[float] = None
@@ -33,6 +38,30 @@ class LIFConfig(NamedTuple):
     detach_reset: bool = True
     surrogate: str = 'sigmoid'
     surrogate_alpha: float = 4.0
+
+    def __post_init__(self):
+        if self.surrogate not in SURROGATES:
+            raise ValueError(f"sj_ei's fused LIF supports the surrogates {', '.join(map(repr, SURROGATES))} "
+                             f"(spikingjelly's surrogate.Sigmoid and surrogate.ATan), got {self.surrogate!r}; "
+                             f"use one of them, {_OTHER_NEURON}")
+        numbers = (self.tau, self.v_threshold, self.surrogate_alpha, self.v_reset or 0.0)
+        if not all(math.isfinite(x) for x in numbers) or self.tau <= 0:
+            raise ValueError(f'LIFConfig needs tau > 0 and finite v_threshold, v_reset, surrogate_alpha, got {self}')
+
+    @classmethod
+    def of(cls, node) -> 'LIFConfig':
+        """The settings of a spikingjelly ``LIFNode`` (or subclass, e.g. ``sj_ei.EILIFNode``);
+        one clear error for a surrogate the fused LIF cannot run."""
+        function = node.surrogate_function
+        surrogate = next((key for key, name in SURROGATES.items()
+                          if type(function) is getattr(sj_surrogate, name) and getattr(function, 'spiking', True)),
+                         None)
+        if surrogate is None:
+            raise ValueError(f"{type(node).__name__}: sj_ei's fused LIF supports the surrogates surrogate.Sigmoid and "
+                             f"surrogate.ATan with spiking=True, got {function!r}; use one of them, "
+                             f"{_OTHER_NEURON}")
+        return cls(float(node.tau), float(node.v_threshold), None if node.v_reset is None else float(node.v_reset),
+                   bool(node.decay_input), bool(node.detach_reset), surrogate, float(function.alpha))
 
 
 def _charge(v: torch.Tensor, x: torch.Tensor, config: LIFConfig, out: torch.Tensor) -> torch.Tensor:
@@ -223,8 +252,9 @@ def lif(x: Union[torch.Tensor, EICurrents], v_init: Union[float, torch.Tensor], 
     Differentiable in every tensor (spikes through the surrogate).  Spikes and potentials are
     float32 (float64 for float64 input).
     """
-    if config.surrogate not in SURROGATES:
-        raise ValueError(f'sj_ei.lif: surrogate must be one of {SURROGATES}, got {config.surrogate!r}')
+    if not isinstance(config, LIFConfig):
+        raise TypeError(f'sj_ei.lif: config must be an sj_ei.lif.LIFConfig (e.g. LIFConfig.of(node)), '
+                        f'got {type(config).__name__}')
     currents = isinstance(x, EICurrents)
     head = x.i_ee if currents else x
     dtype = _compute_dtype(*(x[:3] if currents else (x,)))
