@@ -241,11 +241,11 @@ class _EILIF(torch.autograd.Function):
         del x_seq, h_seq
         per_channel = (0, 1, *range(3, grad_x.dim()))
         grad_bias = grad_x.sum(per_channel).to(bias.dtype)
-        grad_ee = torch.mul(grad_x, gain).div_(i_sh)
+        grad_sh = torch.div(d_seq, i_sh).mul_(grad_x)                  # dL/dI_int (I_EE - I_EI) / I_sh~ ...
+        grad_gain = grad_sh.sum(per_channel).to(gain_e.dtype)
+        grad_sh.mul_(gain).div_(i_sh).neg_()                           # ... times -g_E / I_sh~: dL/dI_sh~
+        grad_ee = grad_x.mul_(gain).div_(i_sh)                         # in the buffer of dL/dI_int
         grad_ei = torch.neg(grad_ee)
-        grad_sh = torch.div(d_seq, i_sh)                               # (I_EE - I_EI) / I_sh~ ...
-        grad_gain = grad_x.mul_(grad_sh).sum(per_channel).to(gain_e.dtype)
-        grad_sh.mul_(grad_ei)                                          # ... times dL/dI_EI: dL/dI_sh~
         return (grad_ee.to(ee_dtype), grad_ei.to(ei_dtype), grad_sh.to(i_sh.dtype), grad_gain, grad_bias,
                 grad_v if ctx.needs_input_grad[5] else None, None, None, None)
 
