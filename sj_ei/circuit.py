@@ -82,6 +82,21 @@ def zero_floor(i_sh: torch.Tensor) -> torch.Tensor:
     return torch.where(i_sh > 0, i_sh, torch.inf).flatten(1).amin(dim=1)
 
 
+def _floored_(i_sh: torch.Tensor):
+    """``(I_sh~, floor [N])`` for ``I_sh >= 0`` (Dale's law): ``max(I_sh, zero_floor(I_sh))``, in
+    place and without a mask.  On the bits (an integer view, ordered like the non-negative
+    floats), ``bits - 1`` with the sign bit cleared maps each sample's zeros (``+0``, ``-0``) to the
+    largest integer and keeps the order of the positive values, so one ``amin`` finds the floor;
+    ``+ 1`` restores the positive values exactly and turns the zeros into ``-0``, which the
+    ``maximum`` replaces by the floor (``+inf`` in a sample without a positive value)."""
+    bits = i_sh.view(torch.int32 if i_sh.element_size() == 4 else torch.int64)
+    largest = torch.iinfo(bits.dtype).max
+    lowest = bits.sub_(1).bitwise_and_(largest).flatten(1).amin(dim=1)
+    floor = torch.where(lowest == largest, torch.inf, lowest.add(1).view(i_sh.dtype))
+    bits.add_(1)
+    return torch.maximum(i_sh, floor.view(-1, *([1] * (i_sh.dim() - 1))), out=i_sh), floor
+
+
 def _replace_zeros_(i_sh: torch.Tensor, floor: torch.Tensor, nonnegative: bool) -> torch.Tensor:
     """``i_sh`` with its exact zeros replaced by ``floor [N]`` (in place when ``nonnegative``).
     Under Dale's law (``nonnegative``: ``W_EI``, ``g_I`` >= 0, so ``I_sh >= 0``) the floor is at
@@ -135,8 +150,11 @@ class _Circuit(torch.autograd.Function):
                 return torch.sub(i_ee.to(compute), i_ei, out=i_ei).to(dtype)
             gain = gain_i.to(compute)
             i_sh = pointwise(weight * gain, r32)
-            floor = zero_floor(i_sh) if eps is None else None
-            i_sh = _stabilized_(i_sh, floor, eps, nonnegative)
+            if eps is None and nonnegative:
+                i_sh, floor = _floored_(i_sh)
+            else:
+                floor = zero_floor(i_sh) if eps is None else None
+                i_sh = _stabilized_(i_sh, floor, eps, nonnegative)
             if kind == 'currents':
                 ctx.save_for_backward(r, weight_ei, gain_i, floor)
                 return i_ei, i_sh

@@ -3,7 +3,7 @@ an E-I layer's currents (the integration fused in) or by a plain input current.
 
 API (what ``EILIFNode``'s ``'cupy'`` backend calls)::
 
-    config = LIFConfig.of(node)        # from a spikingjelly LIFNode; or LIFConfig(tau=2.0, ...)
+    config = LIFConfig.of(node)        # sj_ei.lif.LIFConfig of a spikingjelly LIFNode; or LIFConfig(tau=2.0, ...)
     spikes, v_seq, v_last = fused_ei_lif(currents, v_init, config, store_v_seq=False)
     spikes, v_seq, v_last = fused_lif(x_seq, v_init, config, store_v_seq=False)
 
@@ -46,8 +46,9 @@ from typing import NamedTuple, Optional
 import numpy as np
 import torch
 
+from .lif import LIFConfig
+
 BLOCK = 256
-SURROGATES = {'sigmoid': 'Sigmoid', 'atan': 'ATan'}  # LIFConfig.surrogate -> spikingjelly surrogate class
 _HINT = "use backend='torch' (functional.set_backend(net, 'torch')) or move the network and its input to a CUDA device"
 
 
@@ -86,83 +87,51 @@ def _f(value: float) -> str:
     return f'({text}f)' if any(ch in text for ch in '.e') else f'({text}.0f)'
 
 
-@dataclasses.dataclass(frozen=True)
-class LIFConfig:
-    """What a kernel is generated for: spikingjelly ``LIFNode`` arguments and the surrogate
-    (``'sigmoid'`` or ``'atan'``, with its ``alpha``).  The defaults are the paper's E population."""
-    tau: float = 2.0
-    v_threshold: float = 1.0
-    v_reset: Optional[float] = None
-    decay_input: bool = False
-    detach_reset: bool = True
-    surrogate: str = 'sigmoid'
-    surrogate_alpha: float = 4.0
+def _charge(config: LIFConfig) -> str:
+    """C expression of ``H`` from ``v`` (``V[t-1]``) and ``x`` (``I[t]``), as spikingjelly writes it."""
+    tau, reset0 = _f(config.tau), config.v_reset is None or config.v_reset == 0.0
+    if config.decay_input:
+        leaked = 'v' if reset0 else f'__fsub_rn(v, {_f(config.v_reset)})'
+        return f'__fadd_rn(v, __fdiv_rn(__fsub_rn(x, {leaked}), {tau}))'
+    if reset0:
+        return f'__fadd_rn(__fmul_rn(v, {_f(1.0 - 1.0 / config.tau)}), x)'
+    return f'__fadd_rn(__fsub_rn(v, __fdiv_rn(__fsub_rn(v, {_f(config.v_reset)}), {tau})), x)'
 
-    def __post_init__(self):
-        if self.surrogate not in SURROGATES:
-            raise ValueError(f"backend 'cupy' supports the surrogates {', '.join(map(repr, SURROGATES))} "
-                             f"(spikingjelly's surrogate.Sigmoid and surrogate.ATan), got {self.surrogate!r}; "
-                             "use one of them, or backend='torch'")
-        numbers = (self.tau, self.v_threshold, self.surrogate_alpha, self.v_reset or 0.0)
-        if not all(math.isfinite(x) for x in numbers) or self.tau <= 0:
-            raise ValueError(f'LIFConfig needs tau > 0 and finite v_threshold, v_reset, surrogate_alpha, got {self}')
 
-    @classmethod
-    def of(cls, node) -> 'LIFConfig':
-        """The configuration of a spikingjelly ``LIFNode`` (or subclass, e.g. ``sj_ei.EILIFNode``)."""
-        from spikingjelly.activation_based import surrogate as sj_surrogate
-        function = node.surrogate_function
-        surrogate = next((key for key, name in SURROGATES.items() if isinstance(function, getattr(sj_surrogate, name))),
-                         None)
-        if surrogate is None:
-            raise ValueError(f"backend 'cupy' supports the surrogates surrogate.Sigmoid and surrogate.ATan, got "
-                             f"{type(function).__name__}; use one of them, or backend='torch'")
-        if not function.spiking:
-            raise ValueError(f"backend 'cupy' fires spikes, but {type(function).__name__}(spiking=False) asks for the "
-                             "smooth function instead: use spiking=True, or backend='torch'")
-        return cls(float(node.tau), float(node.v_threshold), None if node.v_reset is None else float(node.v_reset),
-                   bool(node.decay_input), bool(node.detach_reset), surrogate, float(function.alpha))
+def _reset(config: LIFConfig) -> str:
+    """C expression of ``V[t]`` from ``h`` and the spike ``s``."""
+    if config.v_reset is None:
+        return f'__fsub_rn(h, __fmul_rn(s, {_f(config.v_threshold)}))'
+    return f'__fadd_rn(__fmul_rn(__fsub_rn(1.0f, s), h), __fmul_rn(s, {_f(config.v_reset)}))'
 
-    def charge(self) -> str:
-        """C expression of ``H`` from ``v`` (``V[t-1]``) and ``x`` (``I[t]``), as spikingjelly writes it."""
-        tau, reset0 = _f(self.tau), self.v_reset is None or self.v_reset == 0.0
-        if self.decay_input:
-            leaked = 'v' if reset0 else f'__fsub_rn(v, {_f(self.v_reset)})'
-            return f'__fadd_rn(v, __fdiv_rn(__fsub_rn(x, {leaked}), {tau}))'
-        if reset0:
-            return f'__fadd_rn(__fmul_rn(v, {_f(1.0 - 1.0 / self.tau)}), x)'
-        return f'__fadd_rn(__fsub_rn(v, __fdiv_rn(__fsub_rn(v, {_f(self.v_reset)}), {tau})), x)'
 
-    def reset(self) -> str:
-        """C expression of ``V[t]`` from ``h`` and the spike ``s``."""
-        if self.v_reset is None:
-            return f'__fsub_rn(h, __fmul_rn(s, {_f(self.v_threshold)}))'
-        return f'__fadd_rn(__fmul_rn(__fsub_rn(1.0f, s), h), __fmul_rn(s, {_f(self.v_reset)}))'
+def _surrogate_derivative(config: LIFConfig) -> str:
+    """C statements defining ``sg``, the surrogate's derivative at ``over = H[t] - v_th``."""
+    alpha = config.surrogate_alpha
+    if config.surrogate == 'sigmoid':
+        return (f'        const float sig = 1.0f / (1.0f + expf(-(over * {_f(alpha)})));\n'
+                f'        const float sg = (1.0f - sig) * sig * {_f(alpha)};\n')
+    return (f'        const float a = {_f(math.pi / 2 * alpha)} * over;\n'
+            f'        const float sg = (1.0f / (1.0f + a * a)) * {_f(alpha / 2)};\n')
 
-    def surrogate_derivative(self) -> str:
-        """C statements defining ``sg``, the surrogate's derivative at ``over = H[t] - v_th``."""
-        alpha = self.surrogate_alpha
-        if self.surrogate == 'sigmoid':
-            return (f'        const float sig = 1.0f / (1.0f + expf(-(over * {_f(alpha)})));\n'
-                    f'        const float sg = (1.0f - sig) * sig * {_f(alpha)};\n')
-        return (f'        const float a = {_f(math.pi / 2 * alpha)} * over;\n'
-                f'        const float sg = (1.0f / (1.0f + a * a)) * {_f(alpha / 2)};\n')
 
-    def reset_derivative(self) -> str:
-        """C expression of ``dV[t]/dH[t]`` from ``h``, ``s`` and ``sg``."""
-        if self.v_reset is None:
-            return '1.0f' if self.detach_reset else f'(1.0f - {_f(self.v_threshold)} * sg)'
-        if self.detach_reset:
-            return '(1.0f - s)'
-        return f'((1.0f - s) + ({_f(self.v_reset)} - h) * sg)'
+def _reset_derivative(config: LIFConfig) -> str:
+    """C expression of ``dV[t]/dH[t]`` from ``h``, ``s`` and ``sg``."""
+    if config.v_reset is None:
+        return '1.0f' if config.detach_reset else f'(1.0f - {_f(config.v_threshold)} * sg)'
+    if config.detach_reset:
+        return '(1.0f - s)'
+    return f'((1.0f - s) + ({_f(config.v_reset)} - h) * sg)'
 
-    def input_derivative(self) -> str:
-        """``dH[t]/dI[t]``."""
-        return _f(1.0 / self.tau) if self.decay_input else '1.0f'
 
-    def leak(self) -> str:
-        """``dH[t]/dV[t-1]``, the same for every charge equation."""
-        return _f(1.0 - 1.0 / self.tau)
+def _input_derivative(config: LIFConfig) -> str:
+    """``dH[t]/dI[t]``."""
+    return _f(1.0 / config.tau) if config.decay_input else '1.0f'
+
+
+def _leak(config: LIFConfig) -> str:
+    """``dH[t]/dV[t-1]``, the same for every charge equation."""
+    return _f(1.0 - 1.0 / config.tau)
 
 
 class Kernel(NamedTuple):
@@ -271,12 +240,12 @@ def forward_kernel(config: LIFConfig, kind: str = 'ei', dtype: torch.dtype = tor
     body = f'''
 {prologue}    float v = v_init[i * v_init_step];
     for (int t = 0; t < T; ++t) {{
-{current}        const float h = {config.charge()};
+{current}        const float h = {_charge(config)};
         const float s = __fsub_rn(h, {_f(config.v_threshold)}) >= 0.0f ? 1.0f : 0.0f;
         const long long k = (long long)t * numel + i;
         spike_seq[k] = s;
         {save}
-        v = {config.reset()};
+        v = {_reset(config)};
         if (store_v_seq) v_seq[k] = v;
     }}
     v_last[i] = v;
@@ -323,9 +292,9 @@ def backward_kernel(config: LIFConfig, kind: str = 'ei', dtype: torch.dtype = to
         grad_v += grad_v_seq[k * grad_v_seq_step];
         const float h = h_seq[k];
         const float over = __fsub_rn(h, {_f(config.v_threshold)});
-{spike}{config.surrogate_derivative()}        const float grad_h = grad_spike_seq[k * grad_spike_step] * sg + grad_v * {config.reset_derivative()};
-        const float grad_x = grad_h * {config.input_derivative()};
-{to_input}        grad_v = grad_h * {config.leak()};
+{spike}{_surrogate_derivative(config)}        const float grad_h = grad_spike_seq[k * grad_spike_step] * sg + grad_v * {_reset_derivative(config)};
+        const float grad_x = grad_h * {_input_derivative(config)};
+{to_input}        grad_v = grad_h * {_leak(config)};
     }}
     grad_v_init[i] = grad_v;
 {epilogue}'''
@@ -471,7 +440,7 @@ class _FusedLIF(torch.autograd.Function):
 def _check_common(name: str, tensors, v_init: torch.Tensor, step_shape, config) -> None:
     """One clear error for what both entry points cannot take."""
     if not isinstance(config, LIFConfig):
-        raise TypeError(f'{name}: config must be an sj_ei.cupy_backend.LIFConfig (e.g. LIFConfig.of(node)), '
+        raise TypeError(f'{name}: config must be an sj_ei.lif.LIFConfig (e.g. LIFConfig.of(node)), '
                         f'got {type(config).__name__}')
     try:
         torch.broadcast_shapes(v_init.shape, step_shape)

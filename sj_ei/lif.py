@@ -12,20 +12,25 @@ indexing ``x_seq[t]`` under autograd does in spikingjelly's torch LIF.  Without 
 nothing is kept.
 Arithmetic is in float32 (float64 for float64 input), also for 16-bit currents under autocast.
 """
+import dataclasses
 import math
-from typing import NamedTuple, Optional, Union
+from typing import Optional, Union
 
 import torch
+from spikingjelly.activation_based import surrogate as sj_surrogate
 
 from .currents import EICurrents, channel_view
 
-SURROGATES = ('sigmoid', 'atan')
+SURROGATES = {'sigmoid': 'Sigmoid', 'atan': 'ATan'}  # LIFConfig.surrogate -> spikingjelly surrogate class
+_OTHER_NEURON = "or put another spikingjelly neuron after the E-I layer (sj_ei.EIBlock then uses the layer's I_int)"
 
 
-class LIFConfig(NamedTuple):
+@dataclasses.dataclass(frozen=True)
+class LIFConfig:
     """The spikingjelly ``LIFNode`` arguments of one E population and its surrogate gradient
     (``'sigmoid'`` or ``'atan'``: spikingjelly's ``surrogate.Sigmoid`` / ``surrogate.ATan`` with
-    ``surrogate_alpha``).  The defaults are the paper's E population (SPEC section 2)."""
+    ``surrogate_alpha``), what every backend (and every generated kernel) is specialized for.
+    The defaults are the paper's E population (SPEC section 2)."""
     tau: float = 2.0
     v_threshold: float = 1.0
     v_reset: Optional[float] = None
@@ -34,16 +39,44 @@ class LIFConfig(NamedTuple):
     surrogate: str = 'sigmoid'
     surrogate_alpha: float = 4.0
 
+    def __post_init__(self):
+        if self.surrogate not in SURROGATES:
+            raise ValueError(f"sj_ei's fused LIF supports the surrogates {', '.join(map(repr, SURROGATES))} "
+                             f"(spikingjelly's surrogate.Sigmoid and surrogate.ATan), got {self.surrogate!r}; "
+                             f"use one of them, {_OTHER_NEURON}")
+        numbers = (self.tau, self.v_threshold, self.surrogate_alpha, self.v_reset or 0.0)
+        if not all(math.isfinite(x) for x in numbers) or self.tau <= 0:
+            raise ValueError(f'LIFConfig needs tau > 0 and finite v_threshold, v_reset, surrogate_alpha, got {self}')
 
-def _charge(v: torch.Tensor, x: torch.Tensor, config: LIFConfig, out: torch.Tensor) -> torch.Tensor:
-    """``H = charge(V, I)`` into ``out``, in spikingjelly's order of operations."""
+    @classmethod
+    def of(cls, node) -> 'LIFConfig':
+        """The settings of a spikingjelly ``LIFNode`` (or subclass, e.g. ``sj_ei.EILIFNode``);
+        one clear error for a surrogate the fused LIF cannot run."""
+        function = node.surrogate_function
+        surrogate = next((key for key, name in SURROGATES.items()
+                          if type(function) is getattr(sj_surrogate, name) and getattr(function, 'spiking', True)),
+                         None)
+        if surrogate is None:
+            raise ValueError(f"{type(node).__name__}: sj_ei's fused LIF supports the surrogates surrogate.Sigmoid and "
+                             f"surrogate.ATan with spiking=True, got {function!r}; use one of them, "
+                             f"{_OTHER_NEURON}")
+        return cls(float(node.tau), float(node.v_threshold), None if node.v_reset is None else float(node.v_reset),
+                   bool(node.decay_input), bool(node.detach_reset), surrogate, float(function.alpha))
+
+
+def _charge(v: torch.Tensor, x: torch.Tensor, config: LIFConfig, out: torch.Tensor,
+            scratch: torch.Tensor) -> torch.Tensor:
+    """``H = charge(V, I)`` into ``out`` (which may be ``x`` itself), in spikingjelly's order of
+    operations; ``scratch``: a buffer shaped like ``v``."""
     tau, v_reset = config.tau, config.v_reset
     if config.decay_input:
-        leaked = v if v_reset is None or v_reset == 0.0 else torch.sub(v, v_reset)
+        leaked = v if v_reset is None or v_reset == 0.0 else torch.sub(v, v_reset, out=scratch)
         return torch.sub(x, leaked, out=out).div_(tau).add_(v)           # v + (x - (v - v_reset)) / tau
     if v_reset is None or v_reset == 0.0:
-        return torch.mul(v, 1.0 - 1.0 / tau, out=out).add_(x)            # v * (1 - 1/tau) + x
-    return torch.sub(v, v_reset, out=out).div_(tau).neg_().add_(v).add_(x)  # v - (v - v_reset) / tau + x
+        leaked = torch.mul(v, 1.0 - 1.0 / tau, out=scratch)              # v * (1 - 1/tau) + x
+    else:
+        leaked = torch.sub(v, v_reset, out=scratch).div_(tau).neg_().add_(v)  # v - (v - v_reset) / tau + x
+    return torch.add(leaked, x, out=out)
 
 
 def _reset(h: torch.Tensor, spike: torch.Tensor, config: LIFConfig, v: torch.Tensor) -> None:
@@ -59,9 +92,9 @@ def _run(inputs, v_init: torch.Tensor, config: LIFConfig, T: int, keep_h: bool, 
     spikes = v_init.new_empty((T, *v_init.shape))
     h_seq = v_init.new_empty((T, *v_init.shape)) if keep_h else None
     h_buffer = None if keep_h else torch.empty_like(v_init)
-    v, v_next = v_init, torch.empty_like(v_init)
+    v, v_next, scratch = v_init, torch.empty_like(v_init), torch.empty_like(v_init)
     for t in range(T):
-        h = _charge(v, inputs(t), config, h_seq[t] if keep_h else h_buffer)
+        h = _charge(v, inputs(t), config, h_seq[t] if keep_h else h_buffer, scratch)
         if v_seq is not None:
             v_next = v_seq[t]
         torch.ge(h, config.v_threshold, out=spikes[t])  # H - v_th >= 0 exactly when H >= v_th (IEEE subtraction)
@@ -71,32 +104,36 @@ def _run(inputs, v_init: torch.Tensor, config: LIFConfig, T: int, keep_h: bool, 
     return spikes, v_last, h_seq
 
 
-def _replay(x_seq: torch.Tensor, v_init: torch.Tensor, config: LIFConfig) -> torch.Tensor:
-    """``H [T, ...]`` of the forward loop, recomputed exactly from ``I_int`` ``x_seq`` (so are its spikes)."""
-    h_seq = torch.empty_like(x_seq)
-    v, spike = v_init, torch.empty_like(v_init)
+def _replay_(x_seq: torch.Tensor, v_init: torch.Tensor, config: LIFConfig) -> torch.Tensor:
+    """``H [T, ...]`` of the forward loop, recomputed exactly from ``I_int`` ``x_seq`` (so are its
+    spikes), written over ``x_seq``."""
+    v, spike, scratch = v_init, torch.empty_like(v_init), torch.empty_like(v_init)
     for t in range(x_seq.shape[0]):
-        _charge(v, x_seq[t], config, h_seq[t])
+        h = _charge(v, x_seq[t], config, x_seq[t], scratch)
         v = torch.empty_like(v_init) if v is v_init else v
-        torch.ge(h_seq[t], config.v_threshold, out=spike)
-        _reset(h_seq[t], spike, config, v)
-    return h_seq
+        torch.ge(h, config.v_threshold, out=spike)
+        _reset(h, spike, config, v)
+    return x_seq
 
 
-def _surrogate_derivative(h_seq: torch.Tensor, config: LIFConfig) -> torch.Tensor:
-    """``dS/dH`` of spikingjelly's surrogate at every step: a new ``[T, ...]`` tensor."""
-    over, alpha = torch.sub(h_seq, config.v_threshold), config.surrogate_alpha
+def _surrogate_derivative(h_seq: torch.Tensor, config: LIFConfig, out: Optional[torch.Tensor]) -> torch.Tensor:
+    """``dS/dH`` of spikingjelly's surrogate at every step, into ``out`` (may be ``h_seq``; None: a new tensor)."""
+    over, alpha = torch.sub(h_seq, config.v_threshold, out=out), config.surrogate_alpha
     if config.surrogate == 'sigmoid':                                    # alpha sig(alpha x) (1 - sig(alpha x))
         sig = over.mul_(alpha).sigmoid_()
-        return torch.rsub(sig, 1.0).mul_(sig).mul_(alpha)
+        complement = torch.empty_like(sig[0])
+        for step in sig:                                                 # (1 - sig) sig, one step at a time
+            step.mul_(torch.neg(step, out=complement).add_(1.0))
+        return sig.mul_(alpha)
     return over.mul_(math.pi / 2 * alpha).pow_(2).add_(1.0).reciprocal_().mul_(alpha / 2)  # alpha/2 / (1 + (pi/2 alpha x)^2)
 
 
-def _backward_through_time(h_seq, grad_spikes, grad_v_last, grad_v_seq, config: LIFConfig):
+def _backward_through_time(h_seq, grad_spikes, grad_v_last, grad_v_seq, config: LIFConfig, overwrite: bool):
     """``(dL/dI_int [T, ...], dL/dV[-1] [...])`` from the gradients of the spikes, of ``V[T-1]``
-    and of the stored ``V`` sequence (each may be None)."""
+    and of the stored ``V`` sequence (each may be None); ``overwrite``: ``h_seq`` may become dL/dI_int."""
     T = h_seq.shape[0]
-    grad = _surrogate_derivative(h_seq, config)                         # becomes dL/dH, step by step
+    in_place = overwrite and config.v_reset is None                     # the loop below reads H only for a hard reset
+    grad = _surrogate_derivative(h_seq, config, h_seq if in_place else None)  # becomes dL/dH, step by step
     fast = config.v_reset is None and config.detach_reset               # the paper's: dV[t]/dH[t] = 1
     if fast:
         if grad_spikes is None:
@@ -152,7 +189,7 @@ class _LIF(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_spikes, grad_v_last, grad_v_seq=None):
         h_seq, = ctx.saved_tensors
-        grad_x, grad_v = _backward_through_time(h_seq, grad_spikes, grad_v_last, grad_v_seq, ctx.config)
+        grad_x, grad_v = _backward_through_time(h_seq, grad_spikes, grad_v_last, grad_v_seq, ctx.config, False)
         return grad_x.to(ctx.x_dtype), grad_v if ctx.needs_input_grad[1] else None, None, None
 
 
@@ -198,18 +235,17 @@ class _EILIF(torch.autograd.Function):
             v_init = torch.full_like(d_seq[0], ctx.rest)
         ee_dtype, ei_dtype = ctx.dtypes
         gain, bias_c = (channel_view(p.to(d_seq.dtype), d_seq, 2) for p in (gain_e, bias))
-        x_seq = torch.mul(d_seq, gain)
-        h_seq = _replay(torch.addcdiv(bias_c, x_seq, i_sh, out=x_seq), v_init, ctx.config)
-        del x_seq
-        grad_x, grad_v = _backward_through_time(h_seq, grad_spikes, grad_v_last, grad_v_seq, ctx.config)
-        del h_seq
+        x_seq = torch.mul(d_seq, gain)                                 # one buffer: I_int, then H, then dL/dI_int
+        h_seq = _replay_(torch.addcdiv(bias_c, x_seq, i_sh, out=x_seq), v_init, ctx.config)
+        grad_x, grad_v = _backward_through_time(h_seq, grad_spikes, grad_v_last, grad_v_seq, ctx.config, True)
+        del x_seq, h_seq
         per_channel = (0, 1, *range(3, grad_x.dim()))
         grad_bias = grad_x.sum(per_channel).to(bias.dtype)
-        grad_ee = torch.mul(grad_x, gain).div_(i_sh)
+        grad_sh = torch.div(d_seq, i_sh).mul_(grad_x)                  # dL/dI_int (I_EE - I_EI) / I_sh~ ...
+        grad_gain = grad_sh.sum(per_channel).to(gain_e.dtype)
+        grad_sh.mul_(gain).div_(i_sh).neg_()                           # ... times -g_E / I_sh~: dL/dI_sh~
+        grad_ee = grad_x.mul_(gain).div_(i_sh)                         # in the buffer of dL/dI_int
         grad_ei = torch.neg(grad_ee)
-        normalized = torch.div(d_seq, i_sh)                            # (I_EE - I_EI) / I_sh~
-        grad_sh = torch.mul(grad_ei, normalized)
-        grad_gain = grad_x.mul_(normalized).sum(per_channel).to(gain_e.dtype)
         return (grad_ee.to(ee_dtype), grad_ei.to(ei_dtype), grad_sh.to(i_sh.dtype), grad_gain, grad_bias,
                 grad_v if ctx.needs_input_grad[5] else None, None, None, None)
 
@@ -223,8 +259,9 @@ def lif(x: Union[torch.Tensor, EICurrents], v_init: Union[float, torch.Tensor], 
     Differentiable in every tensor (spikes through the surrogate).  Spikes and potentials are
     float32 (float64 for float64 input).
     """
-    if config.surrogate not in SURROGATES:
-        raise ValueError(f'sj_ei.lif: surrogate must be one of {SURROGATES}, got {config.surrogate!r}')
+    if not isinstance(config, LIFConfig):
+        raise TypeError(f'sj_ei.lif: config must be an sj_ei.lif.LIFConfig (e.g. LIFConfig.of(node)), '
+                        f'got {type(config).__name__}')
     currents = isinstance(x, EICurrents)
     head = x.i_ee if currents else x
     dtype = _compute_dtype(*(x[:3] if currents else (x,)))

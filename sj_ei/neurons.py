@@ -84,9 +84,6 @@ def e_population(**overrides) -> EPopulation:
     return EPopulation(**overrides)
 
 
-_SURROGATES = {surrogate.Sigmoid: 'sigmoid', surrogate.ATan: 'atan'}
-
-
 class EILIFNode(EPopulation):
     """sj_ei's fused E population: a spikingjelly ``LIFNode`` (the paper's defaults, see
     ``EPopulation``) that takes either
@@ -109,17 +106,8 @@ class EILIFNode(EPopulation):
         self.lif_config()  # an unsupported surrogate is an error at once
 
     def lif_config(self) -> LIFConfig:
-        """The node's settings as a ``LIFConfig``; one clear error for a surrogate it cannot fuse."""
-        fn = self.surrogate_function
-        kind = _SURROGATES.get(type(fn))
-        if kind is None or not fn.spiking:
-            raise ValueError(f'EILIFNode fuses the surrogate gradients surrogate.Sigmoid and surrogate.ATan '
-                             f'(spiking=True), got {fn!r}; use one of them, or put another spikingjelly neuron '
-                             "after the E-I layer (sj_ei.EIBlock then uses the layer's I_int)")
-        return LIFConfig(tau=float(self.tau), v_threshold=float(self.v_threshold),
-                         v_reset=None if self.v_reset is None else float(self.v_reset),
-                         decay_input=bool(self.decay_input), detach_reset=bool(self.detach_reset),
-                         surrogate=kind, surrogate_alpha=float(fn.alpha))
+        """The node's settings; one clear error for a surrogate it cannot fuse."""
+        return LIFConfig.of(self)
 
     def single_step_forward(self, x: Union[EICurrents, torch.Tensor]) -> torch.Tensor:
         if isinstance(x, EICurrents):
@@ -142,7 +130,7 @@ class EILIFNode(EPopulation):
         """Backend 'cupy': ``sj_ei.cupy_backend.fused_ei_lif`` for ``EICurrents``, ``fused_lif`` for a plain
         ``I_int`` (one kernel over all T steps; one clear error where CuPy cannot run)."""
         run = cupy_backend.fused_ei_lif if isinstance(x_seq, EICurrents) else cupy_backend.fused_lif
-        spikes, v_seq, self.v = run(x_seq, self.v, cupy_backend.LIFConfig(**config._asdict()), self.store_v_seq)
+        spikes, v_seq, self.v = run(x_seq, self.v, config, self.store_v_seq)
         if self.store_v_seq:
             self.v_seq = v_seq
         return spikes

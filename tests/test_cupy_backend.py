@@ -23,9 +23,9 @@ import torch
 from spikingjelly.activation_based import neuron, surrogate
 
 from sj_ei import cupy_backend
-from sj_ei.cupy_backend import (BLOCK, CONVERSIONS, KINDS, SURROGATES, Kernel, LIFConfig, backward_kernel,
-                                forward_kernel)
+from sj_ei.cupy_backend import BLOCK, CONVERSIONS, KINDS, Kernel, backward_kernel, forward_kernel
 from sj_ei.currents import EICurrents, integrate
+from sj_ei.lif import SURROGATES, LIFConfig
 
 from cuda_emulation import Emulator
 
@@ -466,10 +466,10 @@ def test_config_of_a_spikingjelly_node(name, key, alpha):
 
 
 def test_other_surrogates_are_one_clear_error():
-    with pytest.raises(ValueError, match=r"supports the surrogates surrogate.Sigmoid and surrogate.ATan, "
-                                         r"got PiecewiseQuadratic; use one of them, or backend='torch'"):
+    with pytest.raises(ValueError, match=r"LIFNode: sj_ei's fused LIF supports the surrogates surrogate.Sigmoid and "
+                                         r"surrogate.ATan with spiking=True, got PiecewiseQuadratic\(.*\); use one"):
         LIFConfig.of(neuron.LIFNode(surrogate_function=surrogate.PiecewiseQuadratic()))
-    with pytest.raises(ValueError, match=r"Sigmoid\(spiking=False\)"):
+    with pytest.raises(ValueError, match=r"Sigmoid\(alpha=4.0, spiking=False\)"):
         LIFConfig.of(neuron.LIFNode(surrogate_function=surrogate.Sigmoid(spiking=False)))
     with pytest.raises(ValueError, match=r"supports the surrogates 'sigmoid', 'atan' .* got 'erf'"):
         LIFConfig(surrogate='erf')
@@ -513,7 +513,7 @@ def test_bad_arguments_are_one_clear_error(grid):
                                   PAPER)
     with pytest.raises(TypeError, match="use backend='torch' for other dtypes"):
         cupy_backend.fused_lif(i_ee.double(), 0.0, PAPER)
-    with pytest.raises(TypeError, match=r'config must be an sj_ei.cupy_backend.LIFConfig \(e.g. LIFConfig.of\(node\)\)'):
+    with pytest.raises(TypeError, match=r'config must be an sj_ei.lif.LIFConfig \(e.g. LIFConfig.of\(node\)\)'):
         cupy_backend.fused_lif(i_ee, 0.0, {'tau': 2.0})
     with pytest.raises(ValueError, match=r'x_seq must have the shape \[T, N, \*F\]'):
         cupy_backend.fused_lif(i_ee[0, 0, 0], 0.0, PAPER)

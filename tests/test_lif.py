@@ -186,5 +186,5 @@ def test_bad_arguments_are_one_clear_error():
     c = layer_currents()
     with pytest.raises(ValueError, match=r'v of shape \(3, 8, 8, 8\) does not fit .* functional.reset_net'):
         lif(c, torch.zeros(3, 8, 8, 8), config_of(LIF_SETTINGS['paper'], 'sigmoid', 4.0))
-    with pytest.raises(ValueError, match=r"surrogate must be one of \('sigmoid', 'atan'\), got 'erf'"):
+    with pytest.raises(ValueError, match=r"supports the surrogates 'sigmoid', 'atan' .* got 'erf'"):
         lif(c, 0.0, config_of(LIF_SETTINGS['paper'], 'erf', 4.0))

@@ -40,7 +40,7 @@ def test_backends_depend_on_the_step_mode_as_for_lifnode():
 
 @pytest.mark.parametrize('fn', [surrogate.PiecewiseQuadratic(), surrogate.Sigmoid(spiking=False)])
 def test_a_surrogate_it_cannot_fuse_is_one_clear_error(fn):
-    message = r'EILIFNode fuses the surrogate gradients surrogate.Sigmoid and surrogate.ATan'
+    message = r"EILIFNode: sj_ei's fused LIF supports the surrogates surrogate.Sigmoid and surrogate.ATan"
     with pytest.raises(ValueError, match=message):
         sj_ei.EILIFNode(surrogate_function=fn)
     node = sj_ei.EILIFNode(step_mode='m')
