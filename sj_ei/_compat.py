@@ -11,6 +11,9 @@ from here.
   ``backend`` attribute the spikingjelly way on both versions (validated against the
   subclass's ``supported_backends``; ``LIFNode(..., backend='torch')`` accepted on both).
 - ``set_backend(net, backend)``: the one call that selects a backend on both versions.
+- ``lif_node_charges_like_sj_ei(tau, decay_input, v_reset)``: whether spikingjelly's ``LIFNode``
+  rounds its charge as sj_ei's LIF does (always on 0.0.0.0.14; on 2.x at the paper's tau = 2, not
+  at every tau).
 - The event-dataset readers sj_ei calls, whose names and argument types changed
   (``split_dvs_gesture_recording``, ``aedat_header_length``, ``parse_aedat_address``,
   ``load_events_np``, ``load_cifar10dvs_recording``); spikingjelly's dataset modules are
@@ -25,8 +28,10 @@ module, is left as it is.
 """
 import importlib.metadata
 import importlib.util
+import math
 import types
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -76,7 +81,7 @@ else:
         def backend(self, value: str):
             if value not in self.supported_backends:
                 raise NotImplementedError(
-                    f"{value!r} is not a supported backend of {self._get_name()} in step_mode "
+                    f"{value} is not a supported backend of {self._get_name()} in step_mode "
                     f"'{self.step_mode}'; it supports {self.supported_backends}")
             self._backend = value
 
@@ -92,6 +97,16 @@ else:
         def __init__(self, *args, backend: str = 'torch', **kwargs):
             super().__init__(*args, **kwargs)
             self.backend = backend
+
+
+def lif_node_charges_like_sj_ei(tau: float, decay_input: bool, v_reset: Optional[float]) -> bool:
+    """Whether spikingjelly's ``LIFNode`` charges ``H[t]`` bit for bit as sj_ei's LIF does (``sj_ei.lif``
+    and the CuPy kernels, which follow 0.0.0.0.14).  Without input decay and with ``v_reset`` None or 0,
+    0.0.0.0.14 charges ``V * (1 - 1/tau) + X`` and spikingjelly 2 ``V - V/tau + X``: both round the same
+    only when ``tau`` is a power of two (the paper's tau = 2); otherwise potentials may be 1 ulp apart."""
+    if SJ_MAJOR == 0 or decay_input or v_reset not in (None, 0.0):
+        return True
+    return math.frexp(tau)[0] == 0.5
 
 
 def set_backend(net: nn.Module, backend: str) -> None:
