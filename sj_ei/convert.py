@@ -1,9 +1,10 @@
-"""Bring existing work in: DeepEISNN checkpoints, and spikingjelly CNNs with batch norm.
+"""Bring existing work in: sj_ei and DeepEISNN checkpoints, and spikingjelly CNNs with batch norm.
 
-``from_deepeisnn(source, config)`` builds the sj_ei model of a DeepEISNN checkpoint (the
-authors' published ``model.safetensors`` with its ``config.json``, or a ``.pth`` training
-checkpoint) and loads it; ``load_pretrained(model, source)`` loads one into a model already
-built by ``sj_ei.models.build(..., norm='ei')``.  The authors' model splits each E-I layer in
+``load_pretrained(model, source)`` loads a checkpoint into a model built by ``sj_ei.models.build``:
+sj_ei's own (``train.classify``'s ``checkpoint_max.pth``/``checkpoint_latest.pth``, or a saved
+``state_dict()``), or the DeepEISNN authors' (``norm='ei'`` models only).  ``from_deepeisnn(source,
+config)`` builds the sj_ei model of a DeepEISNN checkpoint (the authors' published
+``model.safetensors`` with its ``config.json``, or a ``.pth`` training checkpoint) and loads it.  The authors' model splits each E-I layer in
 two modules: a projection (``conv_ee.weight``/``conv_ie.weight``, or ``weight_ee``/``weight_ie``
 of a linear layer) and the inhibition module after it (``weight_ei``, ``gain_i``, ``gain_e``,
 ``bias``; ``alpha`` and ``gain`` in checkpoints written before their 2026-02-14 renaming).  Their
@@ -27,9 +28,10 @@ from spikingjelly.activation_based import surrogate
 
 from . import models
 from .block import EIBlock
-from .init import ei_layers, name_layers
+from .constraint import clamp_
+from .init import ei_layers
 from .layers import EIConv2d, EILinear
-from .neurons import e_population
+from .neurons import EILIFNode
 
 #: DeepEISNN dataset name -> (num_classes, in_channels)
 DATASETS = {'CIFAR10': (10, 3), 'CIFAR100': (100, 3), 'TinyImageNet200': (200, 3), 'CIFAR10DVS': (10, 2),
@@ -83,9 +85,12 @@ def read_checkpoint(source):
                 with torch.serialization.safe_globals(_numpy_globals()):
                     state = torch.load(path, map_location='cpu', weights_only=True)
         except Exception as e:  # any reader's failure means the same thing to the user
-            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ConversionError(f'cannot read {path} as a checkpoint ({reason}); if it holds Python objects '
-                                  'besides tensors, save its state dict alone with torch.save') from None
+            lines = [line.strip() for line in str(e).splitlines() if line.strip()] or [type(e).__name__]
+            found = [re.search(r'Unsupported (global: GLOBAL [\w.]+|[^.]*)', line) for line in lines]  # e.g. 'Unsupported global: GLOBAL x'
+            reason = next((m.group(0) for m in found if m), lines[0])[:200]
+            hint = ('it holds Python objects besides tensors: save its state dict alone with torch.save'
+                    if 'Unsupported global' in str(e) else 'the file is damaged or not a PyTorch / safetensors checkpoint')
+            raise ConversionError(f'cannot read {path} as a checkpoint ({reason}); {hint}') from None
         beside = path.with_name('config.json')
         if beside.is_file():
             config = json.loads(beside.read_text())
@@ -160,21 +165,66 @@ def _value(state: dict, key: str, target: torch.Tensor):
     return value if value.shape == target.shape else None
 
 
-def load_pretrained(model: models.SpikingClassifier, source, config=None) -> models.SpikingClassifier:
-    """Load a DeepEISNN checkpoint into ``model`` (built by ``sj_ei.models.build`` with ``norm='ei'``,
-    of the checkpoint's architecture) and mark its E-I layers initialized; returns ``model``.
+def is_sj_ei(state: dict) -> bool:
+    """Whether state dict ``state`` has the names of an ``sj_ei.models.build`` model (``features.*``, ``readout.*``)."""
+    return any(k.startswith(('features.', 'readout.')) for k in state)
 
-    ``source``: as for ``read_checkpoint``; ``config`` (dict or ``config.json`` path, optional):
-    by default the checkpoint's own or the ``config.json`` beside it.  From the config come the
-    LIF settings (``neuron``), which replace the E populations' when given.  Every checkpoint key
-    must map and every parameter of ``model`` must get a value, else ``ConversionError`` lists
-    the keys that did not map and the parameters left without one.
+
+def _layout(state: dict, source) -> str:
+    """``'sj_ei'`` or ``'deepeisnn'``: whose names the checkpoint ``source`` (read into ``state``) has."""
+    if is_sj_ei(state):
+        return 'sj_ei'
+    if any(k.endswith(('.conv_ee.weight', '.weight_ee', '.weight_ei')) for k in state):
+        return 'deepeisnn'
+    raise ConversionError(f'{"the state dict" if isinstance(source, dict) else source} is neither an sj_ei '
+                          'model (keys features.*, readout.*) nor a DeepEISNN E-I model (keys ending in '
+                          f'conv_ee.weight, weight_ee, weight_ei); its keys: {_listed(list(state))}')
+
+
+def _listed(items: list) -> str:
+    """``"(14) ['a', 'b', ...]"``: how many, and the first 12."""
+    return f'({len(items)}) [' + ', '.join(map(repr, items[:12])) + (', ...' if len(items) > 12 else '') + ']'
+
+
+def _load_sj_ei(model: nn.Module, state: dict) -> nn.Module:
+    """Load an sj_ei state dict into ``model``, after checking that every key and shape agrees."""
+    own = model.state_dict()
+    unexpected, missing = [k for k in state if k not in own], [k for k in own if k not in state]
+    wrong = [f'{k} {tuple(state[k].shape)} -> {tuple(own[k].shape)}' for k in state
+             if k in own and state[k].shape != own[k].shape]
+    if unexpected or missing or wrong:
+        problems = [f'keys the model lacks {_listed(unexpected)}'] if unexpected else []
+        problems += [f'model entries with no value {_listed(missing)}'] if missing else []
+        problems += [f'shapes that differ {_listed(wrong)}'] if wrong else []
+        raise ConversionError('not a checkpoint of this sj_ei model: ' + '; '.join(problems) + '. Build the model '
+                              'it was trained as (model, norm, width, ei_ratio, the E-I options; a train.classify '
+                              "checkpoint holds them in its 'config')")
+    model.load_state_dict(state)  # E-I layers' 'initialized' buffers come along: no E-I Init again
+    return model
+
+
+def load_pretrained(model: models.SpikingClassifier, source, config=None) -> models.SpikingClassifier:
+    """Load a checkpoint into ``model`` (built by ``sj_ei.models.build``, of the checkpoint's architecture);
+    returns ``model``, its E-I layers initialized.
+
+    ``source``: as for ``read_checkpoint``.  An sj_ei checkpoint (``train.classify``'s, or a saved
+    ``model.state_dict()``) loads as it is, into a model of any ``norm``; every key and shape must
+    agree.  A DeepEISNN checkpoint loads into a ``norm='ei'`` model: ``config`` (dict or
+    ``config.json`` path, optional; by default the checkpoint's own or the ``config.json`` beside
+    it) gives the LIF settings (``neuron``), which replace the E populations' when given.  Every
+    checkpoint key must map and every parameter of ``model`` must get a value.  Anything else is a
+    ``ConversionError`` that lists the keys that did not map and the parameters left without one.
     """
     state, found = read_checkpoint(source)
+    if not isinstance(model, models.SpikingClassifier):
+        raise ConversionError('load_pretrained loads into a model of sj_ei.models.build(name, num_classes, '
+                              f'in_channels, ...), got {type(model).__name__}')
+    if _layout(state, source) == 'sj_ei':
+        return _load_sj_ei(model, state)
     config = _read_config(config) or found
-    if not isinstance(model, models.SpikingClassifier) or not isinstance(model.readout, EILinear):
-        raise ConversionError('load_pretrained loads into an E-I model of sj_ei.models.build(name, num_classes, '
-                              f"in_channels, norm='ei'), got {type(model).__name__}")
+    if not isinstance(model.readout, EILinear):
+        raise ConversionError("a DeepEISNN checkpoint loads into an E-I model (sj_ei.models.build(..., norm='ei')), "
+                              f'got one with a {type(model.readout).__name__} readout')
     if config and config.get('type', 'EI-SNN') != 'EI-SNN':
         raise ConversionError(f"the checkpoint is a DeepEISNN {config['type']} model; only their E-I models "
                               "(type EI-SNN) have an sj_ei counterpart")
@@ -199,17 +249,16 @@ def load_pretrained(model: models.SpikingClassifier, source, config=None) -> mod
                 plan.append((target, value))
     unmapped = [k for k in state if k not in used]
     if unmapped or missing or wrong:
-        listed = lambda items: f'({len(items)}) {items[:12]}' + (' ...' if len(items) > 12 else '')
-        problems = [f'keys that did not map {listed(unmapped)}'] if unmapped else []
-        problems += [f'sj_ei parameters with no value {listed(missing)}'] if missing else []
-        problems += [f'shapes that differ {listed(wrong)}'] if wrong else []
+        problems = [f'keys that did not map {_listed(unmapped)}'] if unmapped else []
+        problems += [f'sj_ei parameters with no value {_listed(missing)}'] if missing else []
+        problems += [f'shapes that differ {_listed(wrong)}'] if wrong else []
         raise ConversionError('not a DeepEISNN E-I checkpoint of this sj_ei model: ' + '; '.join(problems)
                               + '. Check the architecture (arch, num_layers), dataset and ei_ratio it was built with')
     with torch.no_grad():
         for target, value in plan:
             target.copy_(value)
     for _, layer in ei_layers(model):
-        layer.clamp_()  # what the authors' forward does before every use
+        clamp_(layer)  # what the authors' forward does before every use
         layer._set_initialized(True)
     if config and config.get('neuron'):
         _set_neurons(model, config['neuron'])
@@ -228,7 +277,7 @@ def _set_neurons(model: nn.Module, neuron: dict):
         settings['tau'] = float(settings['tau'])
     for block in model.modules():
         if isinstance(block, EIBlock):
-            block.neuron = e_population(**settings, step_mode=block.step_mode, backend=block.neuron.backend)
+            block.neuron = EILIFNode(**settings, step_mode=block.step_mode, backend=block.neuron.backend)
 
 
 def from_deepeisnn(source, config=None, T: Optional[int] = None) -> models.SpikingClassifier:
@@ -243,6 +292,9 @@ def from_deepeisnn(source, config=None, T: Optional[int] = None) -> models.Spiki
     static ``[B, C, H, W]``; its ``forward(x).mean(0)`` equals the authors' output.
     """
     state, found = read_checkpoint(source)
+    if _layout(state, source) == 'sj_ei':
+        raise ConversionError(f'{"the state dict" if isinstance(source, dict) else source} is an sj_ei model: '
+                              'load it with load_pretrained(sj_ei.models.build(...), source)')
     config = _read_config(config) or found
     if config is None:
         raise ConversionError('from_deepeisnn needs the model config: the config.json of the model card, or a dict '
@@ -322,5 +374,4 @@ def to_ei(net: nn.Module, ei_ratio: int = 4, readout: bool = False, **layer_opti
         raise ConversionError('to_ei cannot convert: ' + '; '.join(problems))
     for module, attribute, new in plan:
         setattr(module, attribute, new)
-    name_layers(net)
     return net

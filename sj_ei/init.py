@@ -117,12 +117,6 @@ def ei_layers(net: nn.Module):
     return [(name, m) for name, m in net.named_modules() if isinstance(m, _layers._EILayer)]
 
 
-def name_layers(net: nn.Module) -> nn.Module:
-    """Transitional, for ``sj_ei/convert.py`` until it drops the call: layers are named by
-    ``layers.label`` when an error occurs, so there is nothing to set."""
-    return net
-
-
 def ei_init(net: nn.Module, x: Optional[torch.Tensor] = None, *, p: Optional[float] = None):
     """(Re-)initialize every E-I layer of ``net``.
 

@@ -100,11 +100,6 @@ class _EILayer(nn.Module, base.StepModule):
         self.initialized.fill_(value)
         self._initialized = value
 
-    def clamp_(self):
-        """Transitional, for ``sj_ei/convert.py`` until it calls ``sj_ei.clamp_(layer)``."""
-        from .constraint import clamp_
-        clamp_(self)
-
     def project(self, x: torch.Tensor) -> torch.Tensor:
         """``W_EE x`` and ``W_IE x`` in one product: ``[N, ...] -> [N, n_E + n_I, ...]``."""
         raise NotImplementedError

@@ -4,6 +4,7 @@ batch-norm SNNs (the baseline) and plain SNNs of the same shape.
 All models are multi-step: ``[T, B, C, H, W] -> [T, B, num_classes]`` (average over T
 for the prediction); a static image ``[B, C, H, W]`` is repeated T times (direct encoding).
 """
+import copy
 from typing import Optional
 
 import torch
@@ -29,7 +30,12 @@ class _Builder:
     """Makes the spiking conv blocks and the readout for one ``norm``."""
 
     def __init__(self, norm: str, ei_ratio: int, layer_options: dict):
-        self.norm, self.ei_ratio, self.options = norm, ei_ratio, layer_options
+        self.norm, self.ei_ratio, self._options = norm, ei_ratio, layer_options
+
+    @property
+    def options(self) -> dict:
+        """The E-I layer options, with a module of its own (``i_population``) for every layer."""
+        return copy.deepcopy(self._options)
 
     def conv(self, cin: int, cout: int, kernel_size: int, stride: int = 1) -> nn.Module:
         """Spiking conv block ``[T, B, cin, H, W] -> spikes [T, B, cout, H', W']``."""

@@ -13,16 +13,140 @@ from spikingjelly.activation_based import functional, neuron, surrogate
 from spikingjelly.activation_based.model import spiking_resnet, spiking_vgg
 
 import sj_ei
-from sj_ei import convert, models
+from sj_ei import convert, datasets, models
+from train import checkpoint
 
 import spec
 
-VGG8 = [64, 'P', 128, 'P', 256, 'P', 512, 'P', 512, 'P']
 CONFIG = {'type': 'EI-SNN', 'arch': 'VGG', 'num_layers': 8, 'dataset': 'DVSGesture', 'T': 2, 'ei_ratio': 4,
-            'light_classifier': True, 'dropout': 0.0, 'neuron': {'tau': 2.0}}
+          'light_classifier': True, 'dropout': 0.0, 'neuron': {'tau': 2.0}}
 # The authors renamed the inhibition module's alpha/gain to gain_i/gain_e on 2026-02-14; their
 # published model.safetensors files load into the renamed code, older .pth checkpoints have the old names.
 NEW_NAMES, OLD_NAMES = ('gain_i', 'gain_e'), ('alpha', 'gain')
+
+# ---- the authors' models, as their classes name them (vwOvOwv/DeepEISNN: models/vgg.py, models/resnet.py) ----
+# The state-dict keys of their E-I models, in their order.  Each E-I layer is two modules: a projection
+# (SpikingEiConv2d: conv_ee.weight, conv_ie.weight; SpikingEiLinear: weight_ee, weight_ie) and an inhibition
+# module (SpikingEiNorm2d / SpikingEiNorm1d: weight_ei, gain_i, gain_e, bias); neurons, pooling, Dropout and
+# the Split/Merge/AddTemporalDim helpers hold no tensors but take places in their VGG's `layers` Sequential.
+#: SpikingEiVGG(num_layers=8), DVSGesture (event input: their `layers` starts with MergeTemporalDim)
+AUTHORS_VGG8_DVSGESTURE = [
+    'layers.1.conv_ee.weight', 'layers.1.conv_ie.weight', 'layers.2.weight_ei', 'layers.2.gain_i',
+    'layers.2.gain_e', 'layers.2.bias', 'layers.8.conv_ee.weight', 'layers.8.conv_ie.weight', 'layers.9.weight_ei',
+    'layers.9.gain_i', 'layers.9.gain_e', 'layers.9.bias', 'layers.15.conv_ee.weight', 'layers.15.conv_ie.weight',
+    'layers.16.weight_ei', 'layers.16.gain_i', 'layers.16.gain_e', 'layers.16.bias', 'layers.22.conv_ee.weight',
+    'layers.22.conv_ie.weight', 'layers.23.weight_ei', 'layers.23.gain_i', 'layers.23.gain_e', 'layers.23.bias',
+    'layers.29.conv_ee.weight', 'layers.29.conv_ie.weight', 'layers.30.weight_ei', 'layers.30.gain_i',
+    'layers.30.gain_e', 'layers.30.bias', 'layers.37.weight_ee', 'layers.37.weight_ie', 'layers.38.weight_ei',
+    'layers.38.gain_i', 'layers.38.gain_e', 'layers.38.bias',
+]
+#: SpikingEiVGG(num_layers=16), CIFAR10 (static input: AddTemporalDim, MergeTemporalDim first)
+AUTHORS_VGG16_CIFAR10 = [
+    'layers.2.conv_ee.weight', 'layers.2.conv_ie.weight', 'layers.3.weight_ei', 'layers.3.gain_i',
+    'layers.3.gain_e', 'layers.3.bias', 'layers.8.conv_ee.weight', 'layers.8.conv_ie.weight', 'layers.9.weight_ei',
+    'layers.9.gain_i', 'layers.9.gain_e', 'layers.9.bias', 'layers.15.conv_ee.weight', 'layers.15.conv_ie.weight',
+    'layers.16.weight_ei', 'layers.16.gain_i', 'layers.16.gain_e', 'layers.16.bias', 'layers.21.conv_ee.weight',
+    'layers.21.conv_ie.weight', 'layers.22.weight_ei', 'layers.22.gain_i', 'layers.22.gain_e', 'layers.22.bias',
+    'layers.28.conv_ee.weight', 'layers.28.conv_ie.weight', 'layers.29.weight_ei', 'layers.29.gain_i',
+    'layers.29.gain_e', 'layers.29.bias', 'layers.34.conv_ee.weight', 'layers.34.conv_ie.weight',
+    'layers.35.weight_ei', 'layers.35.gain_i', 'layers.35.gain_e', 'layers.35.bias', 'layers.40.conv_ee.weight',
+    'layers.40.conv_ie.weight', 'layers.41.weight_ei', 'layers.41.gain_i', 'layers.41.gain_e', 'layers.41.bias',
+    'layers.47.conv_ee.weight', 'layers.47.conv_ie.weight', 'layers.48.weight_ei', 'layers.48.gain_i',
+    'layers.48.gain_e', 'layers.48.bias', 'layers.53.conv_ee.weight', 'layers.53.conv_ie.weight',
+    'layers.54.weight_ei', 'layers.54.gain_i', 'layers.54.gain_e', 'layers.54.bias', 'layers.59.conv_ee.weight',
+    'layers.59.conv_ie.weight', 'layers.60.weight_ei', 'layers.60.gain_i', 'layers.60.gain_e', 'layers.60.bias',
+    'layers.66.conv_ee.weight', 'layers.66.conv_ie.weight', 'layers.67.weight_ei', 'layers.67.gain_i',
+    'layers.67.gain_e', 'layers.67.bias', 'layers.72.conv_ee.weight', 'layers.72.conv_ie.weight',
+    'layers.73.weight_ei', 'layers.73.gain_i', 'layers.73.gain_e', 'layers.73.bias', 'layers.78.conv_ee.weight',
+    'layers.78.conv_ie.weight', 'layers.79.weight_ei', 'layers.79.gain_i', 'layers.79.gain_e', 'layers.79.bias',
+    'layers.86.weight_ee', 'layers.86.weight_ie', 'layers.87.weight_ei', 'layers.87.gain_i', 'layers.87.gain_e',
+    'layers.87.bias',
+]
+#: SpikingEiResNet(num_layers=18), CIFAR10
+AUTHORS_RESNET18_CIFAR10 = [
+    'conv1.conv_ee.weight', 'conv1.conv_ie.weight', 'norm1.weight_ei', 'norm1.gain_i', 'norm1.gain_e', 'norm1.bias',
+    'layer1.0.conv1.conv_ee.weight', 'layer1.0.conv1.conv_ie.weight', 'layer1.0.norm1.weight_ei',
+    'layer1.0.norm1.gain_i', 'layer1.0.norm1.gain_e', 'layer1.0.norm1.bias', 'layer1.0.conv2.conv_ee.weight',
+    'layer1.0.conv2.conv_ie.weight', 'layer1.0.norm2.weight_ei', 'layer1.0.norm2.gain_i', 'layer1.0.norm2.gain_e',
+    'layer1.0.norm2.bias', 'layer1.1.conv1.conv_ee.weight', 'layer1.1.conv1.conv_ie.weight',
+    'layer1.1.norm1.weight_ei', 'layer1.1.norm1.gain_i', 'layer1.1.norm1.gain_e', 'layer1.1.norm1.bias',
+    'layer1.1.conv2.conv_ee.weight', 'layer1.1.conv2.conv_ie.weight', 'layer1.1.norm2.weight_ei',
+    'layer1.1.norm2.gain_i', 'layer1.1.norm2.gain_e', 'layer1.1.norm2.bias', 'layer2.0.conv1.conv_ee.weight',
+    'layer2.0.conv1.conv_ie.weight', 'layer2.0.norm1.weight_ei', 'layer2.0.norm1.gain_i', 'layer2.0.norm1.gain_e',
+    'layer2.0.norm1.bias', 'layer2.0.conv2.conv_ee.weight', 'layer2.0.conv2.conv_ie.weight',
+    'layer2.0.norm2.weight_ei', 'layer2.0.norm2.gain_i', 'layer2.0.norm2.gain_e', 'layer2.0.norm2.bias',
+    'layer2.0.downsample.0.conv_ee.weight', 'layer2.0.downsample.0.conv_ie.weight',
+    'layer2.0.downsample.1.weight_ei', 'layer2.0.downsample.1.gain_i', 'layer2.0.downsample.1.gain_e',
+    'layer2.0.downsample.1.bias', 'layer2.1.conv1.conv_ee.weight', 'layer2.1.conv1.conv_ie.weight',
+    'layer2.1.norm1.weight_ei', 'layer2.1.norm1.gain_i', 'layer2.1.norm1.gain_e', 'layer2.1.norm1.bias',
+    'layer2.1.conv2.conv_ee.weight', 'layer2.1.conv2.conv_ie.weight', 'layer2.1.norm2.weight_ei',
+    'layer2.1.norm2.gain_i', 'layer2.1.norm2.gain_e', 'layer2.1.norm2.bias', 'layer3.0.conv1.conv_ee.weight',
+    'layer3.0.conv1.conv_ie.weight', 'layer3.0.norm1.weight_ei', 'layer3.0.norm1.gain_i', 'layer3.0.norm1.gain_e',
+    'layer3.0.norm1.bias', 'layer3.0.conv2.conv_ee.weight', 'layer3.0.conv2.conv_ie.weight',
+    'layer3.0.norm2.weight_ei', 'layer3.0.norm2.gain_i', 'layer3.0.norm2.gain_e', 'layer3.0.norm2.bias',
+    'layer3.0.downsample.0.conv_ee.weight', 'layer3.0.downsample.0.conv_ie.weight',
+    'layer3.0.downsample.1.weight_ei', 'layer3.0.downsample.1.gain_i', 'layer3.0.downsample.1.gain_e',
+    'layer3.0.downsample.1.bias', 'layer3.1.conv1.conv_ee.weight', 'layer3.1.conv1.conv_ie.weight',
+    'layer3.1.norm1.weight_ei', 'layer3.1.norm1.gain_i', 'layer3.1.norm1.gain_e', 'layer3.1.norm1.bias',
+    'layer3.1.conv2.conv_ee.weight', 'layer3.1.conv2.conv_ie.weight', 'layer3.1.norm2.weight_ei',
+    'layer3.1.norm2.gain_i', 'layer3.1.norm2.gain_e', 'layer3.1.norm2.bias', 'layer4.0.conv1.conv_ee.weight',
+    'layer4.0.conv1.conv_ie.weight', 'layer4.0.norm1.weight_ei', 'layer4.0.norm1.gain_i', 'layer4.0.norm1.gain_e',
+    'layer4.0.norm1.bias', 'layer4.0.conv2.conv_ee.weight', 'layer4.0.conv2.conv_ie.weight',
+    'layer4.0.norm2.weight_ei', 'layer4.0.norm2.gain_i', 'layer4.0.norm2.gain_e', 'layer4.0.norm2.bias',
+    'layer4.0.downsample.0.conv_ee.weight', 'layer4.0.downsample.0.conv_ie.weight',
+    'layer4.0.downsample.1.weight_ei', 'layer4.0.downsample.1.gain_i', 'layer4.0.downsample.1.gain_e',
+    'layer4.0.downsample.1.bias', 'layer4.1.conv1.conv_ee.weight', 'layer4.1.conv1.conv_ie.weight',
+    'layer4.1.norm1.weight_ei', 'layer4.1.norm1.gain_i', 'layer4.1.norm1.gain_e', 'layer4.1.norm1.bias',
+    'layer4.1.conv2.conv_ee.weight', 'layer4.1.conv2.conv_ie.weight', 'layer4.1.norm2.weight_ei',
+    'layer4.1.norm2.gain_i', 'layer4.1.norm2.gain_e', 'layer4.1.norm2.bias', 'fc.weight_ee', 'fc.weight_ie',
+    'final_ei_norm.weight_ei', 'final_ei_norm.gain_i', 'final_ei_norm.gain_e', 'final_ei_norm.bias',
+]
+
+#: per E-I layer: (their projection module, their inhibition module, the sj_ei layer it becomes,
+#: in channels, out channels, kernel size; None for the linear readout)
+VGG8_DVSGESTURE = [
+    ('layers.1', 'layers.2', 'features.0.layer', 2, 64, 3), ('layers.8', 'layers.9', 'features.2.layer', 64, 128, 3),
+    ('layers.15', 'layers.16', 'features.4.layer', 128, 256, 3),
+    ('layers.22', 'layers.23', 'features.6.layer', 256, 512, 3),
+    ('layers.29', 'layers.30', 'features.8.layer', 512, 512, 3), ('layers.37', 'layers.38', 'readout', 512, 11, None),
+]
+VGG16_CIFAR10 = [
+    ('layers.2', 'layers.3', 'features.0.layer', 3, 64, 3), ('layers.8', 'layers.9', 'features.1.layer', 64, 64, 3),
+    ('layers.15', 'layers.16', 'features.3.layer', 64, 128, 3),
+    ('layers.21', 'layers.22', 'features.4.layer', 128, 128, 3),
+    ('layers.28', 'layers.29', 'features.6.layer', 128, 256, 3),
+    ('layers.34', 'layers.35', 'features.7.layer', 256, 256, 3),
+    ('layers.40', 'layers.41', 'features.8.layer', 256, 256, 3),
+    ('layers.47', 'layers.48', 'features.10.layer', 256, 512, 3),
+    ('layers.53', 'layers.54', 'features.11.layer', 512, 512, 3),
+    ('layers.59', 'layers.60', 'features.12.layer', 512, 512, 3),
+    ('layers.66', 'layers.67', 'features.14.layer', 512, 512, 3),
+    ('layers.72', 'layers.73', 'features.15.layer', 512, 512, 3),
+    ('layers.78', 'layers.79', 'features.16.layer', 512, 512, 3), ('layers.86', 'layers.87', 'readout', 512, 10, None),
+]
+RESNET18_CIFAR10 = [
+    ('conv1', 'norm1', 'features.0.layer', 3, 64, 3),
+    ('layer1.0.conv1', 'layer1.0.norm1', 'features.1.main.0.layer', 64, 64, 3),
+    ('layer1.0.conv2', 'layer1.0.norm2', 'features.1.main.1.layer', 64, 64, 3),
+    ('layer1.1.conv1', 'layer1.1.norm1', 'features.2.main.0.layer', 64, 64, 3),
+    ('layer1.1.conv2', 'layer1.1.norm2', 'features.2.main.1.layer', 64, 64, 3),
+    ('layer2.0.conv1', 'layer2.0.norm1', 'features.3.main.0.layer', 64, 128, 3),
+    ('layer2.0.conv2', 'layer2.0.norm2', 'features.3.main.1.layer', 128, 128, 3),
+    ('layer2.0.downsample.0', 'layer2.0.downsample.1', 'features.3.shortcut.layer', 64, 128, 1),
+    ('layer2.1.conv1', 'layer2.1.norm1', 'features.4.main.0.layer', 128, 128, 3),
+    ('layer2.1.conv2', 'layer2.1.norm2', 'features.4.main.1.layer', 128, 128, 3),
+    ('layer3.0.conv1', 'layer3.0.norm1', 'features.5.main.0.layer', 128, 256, 3),
+    ('layer3.0.conv2', 'layer3.0.norm2', 'features.5.main.1.layer', 256, 256, 3),
+    ('layer3.0.downsample.0', 'layer3.0.downsample.1', 'features.5.shortcut.layer', 128, 256, 1),
+    ('layer3.1.conv1', 'layer3.1.norm1', 'features.6.main.0.layer', 256, 256, 3),
+    ('layer3.1.conv2', 'layer3.1.norm2', 'features.6.main.1.layer', 256, 256, 3),
+    ('layer4.0.conv1', 'layer4.0.norm1', 'features.7.main.0.layer', 256, 512, 3),
+    ('layer4.0.conv2', 'layer4.0.norm2', 'features.7.main.1.layer', 512, 512, 3),
+    ('layer4.0.downsample.0', 'layer4.0.downsample.1', 'features.7.shortcut.layer', 256, 512, 1),
+    ('layer4.1.conv1', 'layer4.1.norm1', 'features.8.main.0.layer', 512, 512, 3),
+    ('layer4.1.conv2', 'layer4.1.norm2', 'features.8.main.1.layer', 512, 512, 3),
+    ('fc', 'final_ei_norm', 'readout', 512, 10, None),
+]
 
 
 class Random:
@@ -38,52 +162,63 @@ class Random:
             value[torch.rand(shape, generator=self.g) < 0.05] *= -1
         return value
 
-    def ei_layer(self, state, projection, inhibition, fan_in, n_e, weight_tail, names, conv):
-        """One E-I layer in the authors' layout: projection module, then inhibition module."""
-        n_i = n_e // 4
-        ee, ie = ('conv_ee.weight', 'conv_ie.weight') if conv else ('weight_ee', 'weight_ie')
-        state[f'{projection}.{ee}'] = self(n_e, *weight_tail, hi=2 / math.sqrt(fan_in) / 3)
-        state[f'{projection}.{ie}'] = self(n_i, *weight_tail, hi=2 / math.sqrt(fan_in) / 3)
-        state[f'{inhibition}.weight_ei'] = self(n_e, n_i, hi=2 / n_i)
-        vector = (lambda n: (n, 1, 1)) if conv else (lambda n: (1, n))
-        state[f'{inhibition}.{names[0]}'] = self(*vector(n_i), lo=0.05, hi=0.15)
-        state[f'{inhibition}.{names[1]}'] = self(*vector(n_e), lo=0.5, hi=1.5)
-        state[f'{inhibition}.bias'] = self(*vector(n_e), lo=-0.2, hi=0.4, negatives=False)
 
-
-def deepeisnn_vgg8(names=NEW_NAMES, seed=0, in_channels=2, num_classes=11):
-    """A state dict in the layout of the authors' EI-VGG-8 for event data: their ``layers``
-    Sequential is MergeTemporalDim, then per conv EiConv2d, EiNorm2d, Split, LIF, Dropout, Merge,
-    per pooling AvgPool2d, then Flatten, EiLinear, EiNorm1d(output_layer=True), Split."""
-    rand, state, index, cin = Random(seed), {}, 1, in_channels
-    for item in VGG8:
-        if item == 'P':
-            index += 1
-            continue
-        rand.ei_layer(state, f'layers.{index}', f'layers.{index + 1}', cin * 9, item, (cin, 3, 3), names, conv=True)
-        index, cin = index + 6, item
-    rand.ei_layer(state, f'layers.{index + 1}', f'layers.{index + 2}', 512, num_classes, (512,), names, conv=False)
-    return state
-
-
-def deepeisnn_resnet18(seed=0, in_channels=3, num_classes=10):
-    """A state dict in the layout of the authors' EI-ResNet-18: stem conv1/norm1; layer{1-4}.{0,1}
-    with conv1/norm1, conv2/norm2 and (shape changes) downsample.0/downsample.1; fc/final_ei_norm."""
+def authors_state(layers, names=NEW_NAMES, seed=0) -> dict:
+    """A state dict of the authors' model whose E-I layers are ``layers`` (a table above), in their
+    shapes: per-channel vectors ``[n, 1, 1]`` after a convolution, ``[1, n]`` after the readout."""
     rand, state = Random(seed), {}
-    conv = lambda p, n, cin, cout, k: rand.ei_layer(state, p + 'conv' + n, p + 'norm' + n, cin * k * k, cout,
-                                                    (cin, k, k), NEW_NAMES, conv=True)
-    conv('', '1', in_channels, 64, 3)
-    cin = 64
-    for stage, cout in enumerate((64, 128, 256, 512), 1):
-        for b in range(2):
-            p = f'layer{stage}.{b}.'
-            conv(p, '1', cin, cout, 3)
-            conv(p, '2', cout, cout, 3)
-            if b == 0 and cin != cout:
-                rand.ei_layer(state, p + 'downsample.0', p + 'downsample.1', cin, cout, (cin, 1, 1), NEW_NAMES, True)
-            cin = cout
-    rand.ei_layer(state, 'fc', 'final_ei_norm', 512, num_classes, (512,), NEW_NAMES, conv=False)
+    for projection, inhibition, _, cin, n_e, k in layers:
+        n_i, conv = n_e // 4, k is not None
+        tail, fan_in = ((cin, k, k), cin * k * k) if conv else ((cin,), cin)
+        ee, ie = ('conv_ee.weight', 'conv_ie.weight') if conv else ('weight_ee', 'weight_ie')
+        state[f'{projection}.{ee}'] = rand(n_e, *tail, hi=2 / math.sqrt(fan_in) / 3)
+        state[f'{projection}.{ie}'] = rand(n_i, *tail, hi=2 / math.sqrt(fan_in) / 3)
+        state[f'{inhibition}.weight_ei'] = rand(n_e, n_i, hi=2 / n_i)
+        vector = (lambda n: (n, 1, 1)) if conv else (lambda n: (1, n))
+        state[f'{inhibition}.{names[0]}'] = rand(*vector(n_i), lo=0.05, hi=0.15)
+        state[f'{inhibition}.{names[1]}'] = rand(*vector(n_e), lo=0.5, hi=1.5)
+        state[f'{inhibition}.bias'] = rand(*vector(n_e), lo=-0.2, hi=0.4, negatives=False)
     return state
+
+
+def deepeisnn_vgg8(names=NEW_NAMES, seed=0):
+    """A checkpoint of the authors' EI-VGG-8 for DVS-Gesture (2 input channels, 11 classes)."""
+    return authors_state(VGG8_DVSGESTURE, names, seed)
+
+
+def deepeisnn_resnet18(seed=0):
+    """A checkpoint of the authors' EI-ResNet-18 for CIFAR-10."""
+    return authors_state(RESNET18_CIFAR10, seed=seed)
+
+
+@pytest.mark.parametrize('layers, keys', [(VGG8_DVSGESTURE, AUTHORS_VGG8_DVSGESTURE),
+                                          (VGG16_CIFAR10, AUTHORS_VGG16_CIFAR10),
+                                          (RESNET18_CIFAR10, AUTHORS_RESNET18_CIFAR10)])
+def test_the_test_checkpoints_have_the_authors_key_names(layers, keys):
+    assert list(authors_state(layers)) == keys
+
+
+@pytest.mark.parametrize('layers, config', [
+    (VGG8_DVSGESTURE, CONFIG),
+    (VGG16_CIFAR10, {**CONFIG, 'num_layers': 16, 'dataset': 'CIFAR10'}),
+    (RESNET18_CIFAR10, {**CONFIG, 'arch': 'ResNet', 'num_layers': 18, 'dataset': 'CIFAR10'}),
+])
+def test_every_tensor_of_the_authors_lands_in_its_sj_ei_parameter(layers, config):
+    state = authors_state(layers)
+    net = convert.from_deepeisnn(state, config)
+    assert [name for name, _ in sj_ei.ei_layers(net)] == [row[2] for row in layers]
+    for projection, inhibition, ours, _, _, k in layers:
+        layer = net.get_submodule(ours)
+        ee, ie = ('conv_ee.weight', 'conv_ie.weight') if k else ('weight_ee', 'weight_ie')
+        expected = {'weight_ee': state[f'{projection}.{ee}'].clamp(min=0),
+                    'weight_ie': state[f'{projection}.{ie}'].clamp(min=0),
+                    'weight_ei': state[f'{inhibition}.weight_ei'].clamp(min=0)}
+        if k:  # the readout has no g_I, g_E, b_E (the authors' forward does not use theirs)
+            expected.update(gain_i=state[f'{inhibition}.gain_i'].flatten().clamp(min=0),
+                            gain_e=state[f'{inhibition}.gain_e'].flatten().clamp(min=0),
+                            bias=state[f'{inhibition}.bias'].flatten())
+        for name, value in expected.items():
+            assert torch.equal(getattr(layer, name), value), (ours, name)
 
 
 # ---- an independent float64 reference: SPEC sections 1-2 on the authors' tensors ----------------
@@ -118,13 +253,12 @@ def readout(features, state, prefix, names=NEW_NAMES):
 
 
 def reference_vgg8(state, x, names=NEW_NAMES):
-    out, index = x.double(), 1
-    for item in VGG8:
-        if item == 'P':
-            out, index = torch.stack([F.avg_pool2d(s, 2) for s in out]), index + 1
-        else:
-            out, index = spiking_conv(out, state, (f'layers.{index}', f'layers.{index + 1}'), names), index + 6
-    return readout(out.flatten(2), state, (f'layers.{index + 1}', f'layers.{index + 2}'), names), out
+    """The authors' EI-VGG-8 (every convolution followed by 2x2 average pooling) on ``x [T, B, 2, H, W]``."""
+    out = x.double()
+    for projection, inhibition, _, _, _, k in VGG8_DVSGESTURE[:-1]:
+        out = spiking_conv(out, state, (projection, inhibition), names)
+        out = torch.stack([F.avg_pool2d(s, 2) for s in out])
+    return readout(out.flatten(2), state, VGG8_DVSGESTURE[-1][:2], names), out
 
 
 def reference_resnet18(state, x):
@@ -218,6 +352,58 @@ def test_a_checkpoint_of_another_layout_names_what_did_not_map(tmp_path):
 def test_configs_without_an_sj_ei_counterpart_are_refused(config, message):
     with pytest.raises(convert.ConversionError, match=message):
         convert.from_deepeisnn(deepeisnn_vgg8(), config)
+
+
+# ---- sj_ei's own checkpoints ----------------------------------------------------------------
+def moving_dots(n=4):
+    """``[T=2, n, 2, 32, 32]`` event frames of the built-in synthetic data (dots moving on a dark field)."""
+    data = datasets.build('synthetic', None, 2, True, num_samples=n, num_test_samples=n, size=32, seed=0)
+    return torch.stack([data[i][0] for i in range(n)], 1)
+
+
+@pytest.mark.parametrize('norm', ['ei', 'bn'])
+def test_an_sj_ei_checkpoint_loads_into_a_new_model_of_its_kind(tmp_path, norm):
+    x = moving_dots()
+    trained = models.build('vgg8', 8, 2, norm=norm, width=0.0625)
+    if norm == 'ei':
+        sj_ei.ei_init(trained, x)
+    else:  # batch norm running statistics, as after training
+        with torch.no_grad():
+            trained(x)
+        functional.reset_net(trained)
+    trained.eval()
+    torch.save(trained.state_dict(), tmp_path / 'weights.pth')
+    fresh = convert.load_pretrained(models.build('vgg8', 8, 2, norm=norm, width=0.0625), tmp_path / 'weights.pth')
+    fresh.eval()
+    assert all(bool(layer.initialized) for _, layer in sj_ei.ei_layers(fresh))  # no E-I Init on top of it
+    with torch.no_grad():
+        expected = trained(x)
+        functional.reset_net(trained)
+        torch.testing.assert_close(fresh(x), expected, rtol=0, atol=0)
+
+
+def test_a_train_classify_checkpoint_loads_and_other_models_are_named(tmp_path):
+    net = sj_ei.ei_init(models.build('vgg8', 8, 2, width=0.0625), moving_dots())
+    checkpoint.save(tmp_path / 'checkpoint_max.pth', model=net.state_dict(), optimizer={}, scheduler={}, scaler={},
+                    epoch=3, best_acc1=50.0, config={'model': 'vgg8', 'norm': 'ei'}, rng=[checkpoint.rng_states()])
+    loaded = convert.load_pretrained(models.build('vgg8', 8, 2, width=0.0625), tmp_path / 'checkpoint_max.pth')
+    assert torch.equal(loaded.features[0].layer.weight_ee, net.features[0].layer.weight_ee)
+    with pytest.raises(convert.ConversionError, match=r'not a checkpoint of this sj_ei model: shapes that differ \(32\) '
+                                                      r"\['features.0.layer.weight_ee \(4, 2, 3, 3\) -> \(8, 2, 3, 3\)"):
+        convert.load_pretrained(models.build('vgg8', 8, 2, width=0.125), tmp_path / 'checkpoint_max.pth')
+    with pytest.raises(convert.ConversionError, match=r'keys the model lacks \(39\) .*model entries with no value \(32\)'):
+        convert.load_pretrained(models.build('vgg8', 8, 2, norm='bn', width=0.0625), tmp_path / 'checkpoint_max.pth')
+
+
+def test_a_foreign_or_damaged_checkpoint_is_one_clear_error(tmp_path):
+    torch.save({'state_dict': {'fc.weight': torch.ones(2, 3), 'fc.bias': torch.ones(2)}}, tmp_path / 'resnet.pth')
+    with pytest.raises(convert.ConversionError, match=r"resnet.pth is neither an sj_ei model .* nor a DeepEISNN E-I "
+                                                      r"model .*its keys: \(2\) \['fc.weight', 'fc.bias'\]"):
+        convert.load_pretrained(models.build('vgg8', 8, 2, width=0.0625), tmp_path / 'resnet.pth')
+    torch.save(deepeisnn_vgg8(), tmp_path / 'cut.pth')
+    (tmp_path / 'cut.pth').write_bytes((tmp_path / 'cut.pth').read_bytes()[:5000])
+    with pytest.raises(convert.ConversionError, match=r'cannot read .*cut.pth as a checkpoint .*; the file is damaged'):
+        convert.load_pretrained(models.build('vgg8', 11, 2), tmp_path / 'cut.pth')
 
 
 # ---- spikingjelly networks ------------------------------------------------------------------

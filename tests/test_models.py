@@ -102,3 +102,12 @@ def test_too_small_input_names_the_minimum_size(name, size, needed):
                                          rf'{needed}x{needed}'):
         net(spikes(C=2, size=size))
     assert sj_ei.models.build('resnet18', 10, 2, width=0.125)(spikes(C=2, size=8)).shape == (2, 2, 10)
+
+
+def test_every_layer_has_an_i_population_of_its_own():
+    """One IPopulation passed to build is copied per layer, so hooks on one layer's I population
+    (monitors, sj_ei.ops) see only that layer."""
+    net = sj_ei.models.build('vgg8', 10, 2, width=0.125, i_population=sj_ei.IPopulation('count', 0.5))
+    populations = [layer.i_population for _, layer in sj_ei.ei_layers(net)]
+    assert len({id(p) for p in populations}) == len(populations) == 6
+    assert all((p.mode, p.theta) == ('count', 0.5) for p in populations)

@@ -1,5 +1,6 @@
-"""Checkpoints: atomic writes, exact resume, and a clear error for anything else."""
+"""Checkpoints: atomic writes, exact resume, one run per folder, and a clear error for anything else."""
 import os
+import re
 
 import pytest
 import torch
@@ -7,8 +8,17 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from train import checkpoint, classify
 from train import config as cfg
+from train.distributed import DUMP_ENV
 
 from train_helpers import tiny_config
+
+#: a run of one epoch that costs seconds
+SMALL = dict(width=0.0625, epochs=1, num_samples=16, num_test_samples=8)
+
+
+def files(folder):
+    """``{name: bytes}`` of every file in ``folder``."""
+    return {p.name: p.read_bytes() for p in folder.iterdir()}
 
 
 def full_state(config, **changes):
@@ -72,7 +82,9 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path, monkeypatc
     with pytest.raises(KeyboardInterrupt):
         classify.train(stopped)
     monkeypatch.undo()
-    classify.train(stopped, resume=tmp_path / 'b' / 'run' / 'checkpoint_latest.pth')
+    # a resumed run continues in its checkpoint's folder, whatever out_dir says
+    classify.train({**stopped, 'out_dir': str(tmp_path / 'elsewhere')}, resume=tmp_path / 'b' / 'run' / 'checkpoint_latest.pth')
+    assert not (tmp_path / 'elsewhere').exists()
 
     a, b = (torch.load(tmp_path / d / 'run' / 'checkpoint_latest.pth', weights_only=True) for d in 'ab')
     assert a['epoch'] == b['epoch'] == 2 and a['best_acc1'] == b['best_acc1']
@@ -104,3 +116,57 @@ def test_a_checkpoint_of_another_run_or_model_is_refused(tmp_path):
     checkpoint.save(path, **state)
     with pytest.raises(checkpoint.CheckpointError, match='is damaged: it lacks optimizer'):
         checkpoint.load(path, config)
+
+
+def test_resuming_from_an_earlier_checkpoint_of_a_run_that_went_further_is_refused(tmp_path):
+    config = cfg.load(tiny_config(tmp_path))
+    checkpoint.save(tmp_path / 'checkpoint_max.pth', **full_state(config, epoch=0))
+    checkpoint.save(tmp_path / 'checkpoint_latest.pth', **full_state(config, epoch=1))
+    with pytest.raises(checkpoint.CheckpointError, match=r'checkpoint_max.pth is epoch 0 of a run whose '
+                                                         r'checkpoint_latest.pth is at epoch 1: .* -resume .*latest.pth'):
+        checkpoint.load(tmp_path / 'checkpoint_max.pth', config)
+    assert checkpoint.load(tmp_path / 'checkpoint_latest.pth', config)['epoch'] == 1
+
+
+def test_a_second_run_into_the_same_folder_is_refused_and_the_first_run_is_untouched(tmp_path):
+    config = cfg.load(tiny_config(tmp_path, **SMALL))
+    first = classify.train(config)
+    before = files(first.out_dir)
+    assert {'checkpoint_latest.pth', 'checkpoint_max.pth'} < set(before)
+    with pytest.raises(checkpoint.CheckpointError) as e:
+        classify.train({**config, 'epochs': 2})
+    assert str(e.value).startswith(f'{first.out_dir} already holds another run (checkpoint_latest.pth, '
+                                   'checkpoint_max.pth, events.out.tfevents.')
+    assert f'train that finished run further with -init-from {first.out_dir / "checkpoint_latest.pth"} ' in str(e.value)
+    assert f'e.g. -out-dir {first.out_dir}-2' in str(e.value)
+    assert files(first.out_dir) == before
+    # TensorBoard events alone (a run stopped in its first epoch) are a run too; the suggestion skips taken folders
+    taken = tmp_path / 'run-2'
+    taken.mkdir()
+    (taken / next(n for n in before if n.startswith('events'))).write_bytes(b'')
+    with pytest.raises(checkpoint.CheckpointError, match=r'run-2 already holds another run \(events.out.tfevents.*\): '
+                                                         r'start a new run in a new folder, e.g. -out-dir .*run-3$'):
+        classify.train({**config, 'out_dir': str(taken)})
+    assert not (tmp_path / 'run-3').exists()
+
+
+def test_a_finished_run_trains_further_as_a_new_run_from_its_weights(tmp_path, monkeypatch):
+    config = cfg.load(tiny_config(tmp_path, **SMALL))
+    first = classify.train(config)
+    latest = first.out_dir / 'checkpoint_latest.pth'
+    before = files(first.out_dir)
+    for epochs, reason in ((1, 'is the end of a finished run (epoch 1 of 1)'), (3, 'is of a run of 1 epochs')):
+        with pytest.raises(checkpoint.CheckpointError, match=re.escape(reason) + '.*' + re.escape(
+                f'start a new run from its weights: -init-from {latest} -out-dir DIR')):
+            classify.train({**config, 'epochs': epochs}, resume=latest)
+    monkeypatch.setenv(DUMP_ENV, str(tmp_path / 'dumps'))
+    more = classify.train({**config, 'epochs': 2, 'init_from': str(latest), 'out_dir': str(tmp_path / 'more')})
+    start = torch.load(tmp_path / 'dumps' / 'rank0_init.pth', weights_only=True)
+    saved = torch.load(latest, weights_only=True)
+    assert start.keys() == saved['model'].keys()
+    assert all(torch.equal(start[k], saved['model'][k]) for k in start)  # its weights, not a new E-I Init
+    assert files(first.out_dir) == before and more.out_dir == tmp_path / 'more'
+    new = torch.load(more.out_dir / 'checkpoint_latest.pth', weights_only=True)
+    assert new['epoch'] == 1 and new['config']['init_from'] == str(latest)
+    steps = [s.step for s in EventAccumulator(str(more.out_dir)).Reload().Scalars('test/acc1')]
+    assert steps == [0, 1]  # a run of its own: its own epochs, warm-up and schedule

@@ -8,11 +8,12 @@ import sys
 
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from train import checkpoint, classify
 from train import config as cfg
 
-from dvs_gesture_format import write_dvs_gesture
+from formats import write_dvs_gesture
 from train_helpers import ROOT, cli, tiny_config
 
 
@@ -20,7 +21,11 @@ def user_error_cases(tmp_path) -> dict:
     """``{case: (arguments, pattern the message must match)}``."""
     tiny = tiny_config(tmp_path)
     (tmp_path / 'garbage.pth').write_bytes(b'\x00garbage')
-    torch.save({'state_dict': {}}, tmp_path / 'foreign.pth')
+    torch.save({'state_dict': {'conv1.weight': torch.ones(4, 2, 3, 3)}}, tmp_path / 'foreign.pth')
+    taken = tiny_config(tmp_path / 'taken')  # its out_dir holds a run
+    (tmp_path / 'taken' / 'run').mkdir()
+    checkpoint.save(tmp_path / 'taken' / 'run' / 'checkpoint_latest.pth', model={}, optimizer={}, scheduler={},
+                    scaler={}, epoch=0, best_acc1=0.0, config=cfg.load(taken), rng=[checkpoint.rng_states()])
     checkpoint.save(tmp_path / 'cut.pth', model={'w': torch.ones(1000)}, optimizer={}, scheduler={}, scaler={},
                     epoch=0, best_acc1=0.0, config=cfg.load(tiny), rng=[checkpoint.rng_states()])
     data = (tmp_path / 'cut.pth').read_bytes()
@@ -30,11 +35,21 @@ def user_error_cases(tmp_path) -> dict:
                             r'dvsgesture: .*DvsGesture\.tar\.gz'),
         'missing config': ([tmp_path / 'nope.yaml'], r'config file .*nope\.yaml does not exist'),
         'unknown config key': ([tiny_config(tmp_path / 'u', lerning_rate=0.1)], r"unknown key 'lerning_rate'"),
+        'mistyped config key': ([tiny_config(tmp_path / 'm', warmup_epoch=2)],
+                                r"unknown key 'warmup_epoch' \(did you mean 'warmup_epochs'\?\)"),
+        'ablation switch on batch norm': ([tiny, '-set', 'norm=bn', '-set', 'grad_scale=false'],
+                                          r"grad_scale: False: the E-I ablation switches .* apply only to norm 'ei'"),
+        'folder of another run': ([taken], r'run already holds another run \(checkpoint_latest\.pth\): continue that '
+                                           r'run with -resume .*checkpoint_latest\.pth, or .* -out-dir .*run-2'),
         'bad flag value': ([tiny, '-b', 'many'], r'flag -b: batch_size must be int'),
         'bad device': ([tiny, '-device', 'gpu0'], r'device must be a torch device'),
         'damaged checkpoint': ([tiny, '-resume', tmp_path / 'garbage.pth'], r'garbage\.pth is damaged'),
         'truncated checkpoint': ([tiny, '-resume', tmp_path / 'cut.pth'], r'cut\.pth is damaged'),
         'foreign checkpoint': ([tiny, '-resume', tmp_path / 'foreign.pth'], r'is not a checkpoint of train\.classify'),
+        'damaged model': ([tiny, '-pretrained', tmp_path / 'garbage.pth'],
+                          r'cannot read .*garbage\.pth as a checkpoint .*; the file is damaged'),
+        'foreign model': ([tiny, '-pretrained', tmp_path / 'foreign.pth'],
+                          r"foreign\.pth is neither an sj_ei model .* nor a DeepEISNN E-I model .*\['conv1\.weight'\]"),
         'cupy without GPU': ([tiny, '-backend', 'cupy'], r"backend 'cupy' needs a CUDA device"),
     }
     if not torch.cuda.is_available():
@@ -76,7 +91,9 @@ def test_dvsgesture_config_runs_an_epoch_on_the_real_format(tmp_path):
     assert 'vgg8 (ei) on dvsgesture: 11 train / 11 test samples, T=4' in result.stdout
     assert re.search(r'epoch 0: train loss [\d.]+ acc@1 [\d.]+ \| test loss [\d.]+ acc@1 [\d.]+ acc@5 [\d.]+ .*'
                      r'train [\d.]+ samples/s, test [\d.]+ samples/s', result.stdout), result.stdout
-    assert 'epoch 0:' in result.stderr  # the tqdm progress bar
+    assert f'done: best test acc@1 ' in result.stdout.splitlines()[-1]
+    assert f'checkpoints in {tmp_path / "run"} (checkpoint_max.pth' in result.stdout.splitlines()[-1]
+    assert 'it/s' not in result.stderr and 'epoch 0' not in result.stderr  # no progress bar in a log file
     state = torch.load(tmp_path / 'run' / 'checkpoint_latest.pth', weights_only=True)
     assert state['config']['dataset'] == 'dvsgesture' and state['config']['T'] == 4 and state['epoch'] == 0
 
@@ -91,3 +108,20 @@ def test_pretrained_deepeisnn_model_is_evaluated(tmp_path):
                  '-T', '2', '-j', '0', '-pretrained', tmp_path / 'model.safetensors')
     assert result.returncode == 0, result.stderr[-3000:]
     assert 'model.safetensors: test loss' in result.stdout and '(11 samples' in result.stdout
+
+
+def test_the_trainers_own_checkpoint_is_evaluated(tmp_path, capsys):
+    tiny = tiny_config(tmp_path, width=0.0625, epochs=1, num_samples=16, num_test_samples=8)
+    classify.train(cfg.load(tiny))
+    capsys.readouterr()
+    classify.main(['-cfg', str(tiny), '-pretrained', str(tmp_path / 'run' / 'checkpoint_max.pth')])
+    line = capsys.readouterr().out.strip()
+    logged = EventAccumulator(str(tmp_path / 'run')).Reload()
+    loss, acc1, acc5 = (logged.Scalars(tag)[0].value for tag in ('test/loss', 'test/acc1', 'test/acc5'))
+    assert line.startswith(f'{tmp_path / "run" / "checkpoint_max.pth"}: test loss {loss:.4f} acc@1 {acc1:.2f} '
+                           f'acc@5 {acc5:.2f} (8 samples'), line  # what the run measured at that epoch
+    with pytest.raises(SystemExit):
+        classify.main(['-cfg', str(tiny), '-width', '0.125', '-pretrained', str(tmp_path / 'run' / 'checkpoint_max.pth')])
+    assert re.search(r'^error: .*checkpoint_max\.pth holds another model than the config \(width: 0\.0625 in the '
+                     r'checkpoint, 0\.125 now\); evaluate it with the config it was trained with$',
+                     capsys.readouterr().err.strip())

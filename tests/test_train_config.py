@@ -1,15 +1,18 @@
 """train.config and the command line: every key checked, flags over the file, the paper's settings."""
 import re
+import subprocess
+import sys
 
 import pytest
 import yaml
 
+import sj_ei
 from train import classify
 from train import config as cfg
 
 from train_helpers import ROOT, tiny_config
 
-#: SPEC section 6: config -> (dataset, model, batch, T, peak lr, warm-up epochs)
+#: the paper's Table 5: config -> (dataset, model, batch, T, peak lr, warm-up epochs)
 PAPER = {
     'cifar10_vgg8': ('cifar10', 'vgg8', 128, 4, 0.002, 10),
     'cifar10_vgg11': ('cifar10', 'vgg11', 128, 4, 0.002, 10),
@@ -36,6 +39,8 @@ def test_unknown_keys_and_wrong_types_are_errors_listing_the_valid_keys(tmp_path
         cfg.load(tiny_config(tmp_path, norm='ln'))
     with pytest.raises(cfg.ConfigError, match='batch_size must be > 0, got 0'):
         cfg.load(tiny_config(tmp_path, batch_size=0))
+    with pytest.raises(cfg.ConfigError, match="unknown key 'warmup_epoch' \\(did you mean 'warmup_epochs'\\?\\)"):
+        cfg.load(tiny_config(tmp_path, warmup_epoch=2))
     (tmp_path / 'list.yaml').write_text('- lr\n- 0.1\n')
     with pytest.raises(cfg.ConfigError, match='must be a mapping'):
         cfg.load(tmp_path / 'list.yaml')
@@ -43,8 +48,21 @@ def test_unknown_keys_and_wrong_types_are_errors_listing_the_valid_keys(tmp_path
 
 def test_every_key_has_a_type_a_default_of_that_type_and_a_meaning():
     for key, (kind, default, meaning) in cfg.SCHEMA.items():
-        assert isinstance(default, kind) and len(meaning) > 10, key
-        assert f'  {key} ({kind.__name__}, default {default!r}): {meaning}' in cfg.valid_keys()
+        assert isinstance(default, kind) or default is None and key in cfg.NULLABLE, key
+        assert len(meaning) > 10, key
+        null = ' or null' if key in cfg.NULLABLE else ''
+        assert f'  {key} ({kind.__name__}{null}, default {default!r}): {meaning}' in cfg.valid_keys()
+
+
+def test_help_lists_every_key_and_cites_the_paper_not_a_missing_file():
+    result = subprocess.run([sys.executable, '-m', 'train.classify', '-h'], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    for key in cfg.SCHEMA:
+        assert f'\n  {key} (' in result.stdout, key
+    assert "sign_constraint (bool, default True): E-I ablation (paper Table 2)" in result.stdout
+    assert 'eps (float or null, default None)' in result.stdout and '(Appendix F.6, Table 5)' in result.stdout
+    for text in [result.stdout, *(p.read_text() for p in (ROOT / 'configs').rglob('*.yaml'))]:
+        assert 'SPEC' not in text
 
 
 def test_flags_override_the_file(tmp_path):
@@ -58,6 +76,9 @@ def test_flags_override_the_file(tmp_path):
         batch_size=4, lr=0.1, amp=True, T=3, epochs=7, workers=2, seed=5, width=0.5, backend='cupy',
         device='cuda:1', data_dir='elsewhere', out_dir='out', histograms=True, momentum=0.8)
     assert config['num_samples'] == 32  # untouched keys keep the file's value
+    assert classify.make_config(classify.parse_args(['-cfg', str(tiny_config(tmp_path)), '-lr', '1e-3']))['lr'] == 0.001
+    (tmp_path / 'exponent.yaml').write_text('lr: 2e-3\nweight_decay: 5e-4\n')  # YAML 1.1 reads these as strings
+    assert (cfg.load(tmp_path / 'exponent.yaml')['lr'], cfg.load(tmp_path / 'exponent.yaml')['weight_decay']) == (0.002, 5e-4)
     assert classify.make_config(classify.parse_args(['-cfg', str(tiny_config(tmp_path))]))['amp'] is False
 
 
@@ -66,11 +87,32 @@ def test_flags_override_the_file(tmp_path):
     (['-backend', 'jax'], 'backend must be one of torch, cupy'),
     (['-device', 'gpu0'], "device must be a torch device such as 'cpu'"),
     (['-set', 'lerning_rate=1'], "unknown key 'lerning_rate'"),
+    (['-set', 'weight_deacy=0.1'], "unknown key 'weight_deacy' (did you mean 'weight_decay'?)"),
+    (['-set', 'norm=bn', '-set', 'init=kaiming'], "init: 'kaiming': the E-I ablation switches (paper Table 2) apply "
+                                                   "only to norm 'ei', this config has norm 'bn'"),
+    (['-set', 'i_theta=0.5'], 'i_theta: 0.5 applies only to i_population: count'),
+    (['-set', 'eps=0'], 'eps must be > 0, got 0.0'),
     (['-set', 'lr'], 'expects KEY=VALUE'),
 ])
 def test_bad_flag_values_are_config_errors(tmp_path, flags, message):
     with pytest.raises(cfg.ConfigError, match=re.escape(message)):
-        classify.make_config(classify.parse_args(['-cfg', str(tiny_config(tmp_path)), *flags]))
+        classify.check_setup(classify.make_config(classify.parse_args(['-cfg', str(tiny_config(tmp_path)), *flags])))
+
+
+def test_the_ablation_switches_reach_every_ei_layer(tmp_path):
+    flags = ['-set', 'init=kaiming', '-set', 'sign_constraint=false', '-set', 'eps=0.01', '-set', 'grad_scale=false',
+             '-set', 'i_population=count', '-set', 'i_theta=0.5']
+    config = classify.make_config(classify.parse_args(['-cfg', str(tiny_config(tmp_path)), *flags]))
+    layers = sj_ei.ei_layers(classify.build_model(config))
+    assert len(layers) == 6
+    for name, layer in layers:
+        assert (layer.init, layer.sign_constraint, layer.eps, layer.grad_scale) == ('kaiming', False, 0.01, False), name
+        assert (layer.i_population.mode, layer.i_population.theta) == ('count', 0.5), name
+    default = sj_ei.ei_layers(classify.build_model(cfg.load(tiny_config(tmp_path))))[0][1]
+    assert (default.init, default.sign_constraint, default.eps, default.grad_scale, default.i_population.mode) == \
+        ('ei', True, None, True, 'rate')  # the paper's method
+    config = classify.make_config(classify.parse_args(['-cfg', str(tiny_config(tmp_path, eps=0.01)), '-set', 'eps=null']))
+    assert config['eps'] is None
 
 
 def test_frames_too_small_for_the_model_are_a_config_error(tmp_path):
@@ -80,8 +122,24 @@ def test_frames_too_small_for_the_model_are_a_config_error(tmp_path):
     classify.check_setup({**config, 'model': 'resnet18'})
 
 
+#: the rows of the paper's Table 2 (VGG-8, CIFAR-10) -> the switches that differ from the full method
+ABLATIONS = {'kaiming_clamped': dict(init='kaiming', sign_constraint=True), 'fixed_eps': dict(eps=1e-5),
+             'no_grad_scale': dict(grad_scale=False), 'kaiming_unconstrained': dict(init='kaiming', sign_constraint=False)}
+
+
+def test_the_ablation_configs_are_their_setting_with_one_table_2_row_changed():
+    paths = sorted((ROOT / 'configs' / 'ablations').glob('*.yaml'))
+    assert {p.stem for p in paths} == {f'{base}_{row}' for base in ('cifar10_vgg8', 'quickstart') for row in ABLATIONS}
+    for path in paths:
+        base, row = next((b, path.stem[len(b) + 1:]) for b in ('cifar10_vgg8', 'quickstart') if path.stem.startswith(b))
+        config, full = cfg.load(path), cfg.load(ROOT / 'configs' / f'{base}.yaml')
+        cfg.check_combination(config)
+        assert config == {**full, **ABLATIONS[row], 'out_dir': f'runs/{path.stem}'}, path
+        assert path.read_text().startswith('# Ablation of ') and 'paper' in path.read_text().splitlines()[0]
+
+
 def test_the_paper_configs_hold_the_paper_settings():
-    paths = sorted((ROOT / 'configs').rglob('*.yaml'))
+    paths = sorted(p for p in (ROOT / 'configs').rglob('*.yaml') if p.parent.name != 'ablations')
     assert {p.stem for p in paths} == {*PAPER, 'quickstart'}
     assert len(paths) == 2 * len(PAPER) + 1
     for path in paths:

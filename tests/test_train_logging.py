@@ -15,17 +15,25 @@ SCALARS = {'train/loss', 'train/acc1', 'train/acc5', 'test/loss', 'test/acc1', '
            'test/speed'}
 
 
-def test_an_ei_run_logs_scalars_firing_rates_histograms_and_checkpoints(tmp_path):
-    best = classify.train(cfg.load(tiny_config(tmp_path, epochs=2, histograms=True)))
+def test_an_ei_run_logs_scalars_firing_rates_histograms_and_checkpoints(tmp_path, capsys):
+    summary = classify.train(cfg.load(tiny_config(tmp_path, epochs=2, histograms=True)))
     run = tmp_path / 'run'
     assert {'checkpoint_latest.pth', 'checkpoint_max.pth'} <= {p.name for p in run.iterdir()}
     events = EventAccumulator(str(run), size_guidance={'histograms': 0, 'scalars': 0}).Reload()
     scalars = set(events.Tags()['scalars'])
     assert SCALARS <= scalars
+    test_acc1 = [s.value for s in events.Scalars('test/acc1')]
     assert [s.step for s in events.Scalars('test/acc1')] == [0, 1]
-    assert max(s.value for s in events.Scalars('test/acc1')) == best
+    # the summary: the first best epoch, the last epoch, where the checkpoints are, on one line at the end
+    best_epoch = test_acc1.index(max(test_acc1))
+    assert summary[:3] == pytest.approx((max(test_acc1), best_epoch, test_acc1[-1])) and summary.out_dir == run
+    assert torch.load(run / 'checkpoint_max.pth', weights_only=True)['epoch'] == best_epoch
+    last_line = capsys.readouterr().out.splitlines()[-1]
+    assert last_line.startswith(f'done: best test acc@1 {summary.best_acc1:.2f} at epoch {best_epoch}, '
+                                f'last {summary.last_acc1:.2f}, in ')
+    assert last_line.endswith(f' s; checkpoints in {run} (checkpoint_max.pth: best, checkpoint_latest.pth: last)')
     rates = sorted(tag for tag in scalars if tag.startswith('firing_rate/'))
-    assert rates == [f'firing_rate/features.{i}' for i in (0, 2, 4, 6, 8)]  # one per E population of VGG-8
+    assert rates == [f'firing_rate/features.{i}.neuron' for i in (0, 2, 4, 6, 8)]  # one per E population of VGG-8
     assert all(0 < s.value < 1 for tag in rates for s in events.Scalars(tag))
     lr = [s.value for s in events.Scalars('lr')]
     assert lr[0] == pytest.approx(0.005, rel=0.2) and lr[1] < lr[0]  # warm-up (1 epoch), then cosine
@@ -34,6 +42,10 @@ def test_an_ei_run_logs_scalars_firing_rates_histograms_and_checkpoints(tmp_path
         assert f'I_int/{layer}' in histograms
     for name in ('weight_ee', 'weight_ie', 'weight_ei', 'gain_i', 'gain_e', 'bias'):
         assert f'param/features.0.layer.{name}' in histograms
+    # operation counts and energy of the test set, per sample (sj_ei.ops)
+    energy = [s.value for s in events.Scalars('ops/energy_pJ')]
+    assert len(energy) == 2 and all(e > 0 for e in energy)
+    assert 0 < events.Scalars('ops/inhibition_share')[-1].value < 1
 
 
 def test_a_batch_norm_baseline_trains_without_ei_init(tmp_path):
@@ -45,7 +57,7 @@ def test_a_batch_norm_baseline_trains_without_ei_init(tmp_path):
 
 def test_firing_rates_are_the_mean_spikes_of_each_e_population():
     net = sj_ei.models.build('vgg8', 7, 2, width=0.125)
-    assert list(e_populations(net)) == [f'features.{i}' for i in (0, 2, 4, 6, 8)]
+    assert list(e_populations(net)) == [f'features.{i}.neuron' for i in (0, 2, 4, 6, 8)]
     bn = sj_ei.models.build('vgg8', 7, 2, norm='bn', width=0.125)
     assert list(e_populations(bn)) == [f'features.{i}.2' for i in (0, 2, 4, 6, 8)]
     x = (torch.rand(2, 3, 2, 32, 32) < 0.3).float()
@@ -57,7 +69,7 @@ def test_firing_rates_are_the_mean_spikes_of_each_e_population():
         net(x)
         functional.reset_net(net)
         rates.batches += 1
-    assert rates.rates()['features.2'] == pytest.approx(spikes['2'].mean().item(), rel=1e-6)
+    assert rates.rates()['features.2.neuron'] == pytest.approx(spikes['2'].mean().item(), rel=1e-6)
     with torch.no_grad():  # evaluation and E-I Init do not count
         net(x)
-    assert rates.rates()['features.2'] == pytest.approx(spikes['2'].mean().item(), rel=1e-6)
+    assert rates.rates()['features.2.neuron'] == pytest.approx(spikes['2'].mean().item(), rel=1e-6)

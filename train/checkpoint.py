@@ -6,6 +6,9 @@ CUDA, numpy and Python RNG states of every rank (a list, rank 0 first).  It is w
 to a temporary file in the same folder, flushed to disk, then renamed over the old one
 (and the folder synced), so a crash while saving leaves the previous checkpoint intact.
 It loads with ``weights_only=True``.
+
+A run's folder holds one run: a new run refuses a folder that already holds checkpoints or
+TensorBoard events (``check_new_run_folder``); ``-resume`` continues a run in its own folder.
 """
 import os
 import random
@@ -15,13 +18,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .config import ABLATIONS, SCHEMA
+
 FORMAT = 'sj_ei.train.classify'
 VERSION = 2
-#: what every checkpoint holds besides the format marker and version
+#: what every checkpoint holds besides the format marker, version and ``best_epoch``
 CONTENTS = ('model', 'optimizer', 'scheduler', 'scaler', 'epoch', 'best_acc1', 'config', 'rng')
+#: config keys that define the model of a checkpoint
+SAME_MODEL = ('dataset', 'model', 'norm', 'width', 'ei_ratio', *ABLATIONS)
 #: config keys a resumed run must share with its checkpoint
-SAME_RUN = ('dataset', 'model', 'norm', 'width', 'ei_ratio', 'T', 'batch_size', 'epochs', 'lr', 'warmup_epochs',
-            'seed')
+SAME_RUN = (*SAME_MODEL, 'T', 'batch_size', 'epochs', 'lr', 'warmup_epochs', 'seed')
 
 
 class CheckpointError(ValueError):
@@ -88,12 +94,63 @@ def load(path, config: dict) -> dict:
     missing = [key for key in CONTENTS if key not in state]
     if missing:
         raise CheckpointError(f'{path} is damaged: it lacks {", ".join(missing)}')
-    differ = [f'{k}: {state["config"].get(k)!r} in the checkpoint, {config[k]!r} now'
-              for k in SAME_RUN if state['config'].get(k) != config[k]]
+    differ = differences(state['config'], config, SAME_RUN)
+    more = f'-init-from {path} -out-dir DIR (fresh optimizer, warm-up and cosine schedule over -epochs)'
+    if [key for key, _ in differ] == ['epochs']:
+        raise CheckpointError(f'{path} is of a run of {state["config"]["epochs"]} epochs, and -resume continues a '
+                              f'run on its own schedule; to train it for more epochs, start a new run from its '
+                              f'weights: {more}')
     if differ:
-        raise CheckpointError(f'{path} belongs to another run ({"; ".join(differ)}); '
+        raise CheckpointError(f'{path} belongs to another run ({"; ".join(text for _, text in differ)}); '
                               'resume with the config it was trained with')
+    latest = path.parent / 'checkpoint_latest.pth'
+    if path.name != latest.name and latest.is_file():
+        try:
+            later = torch.load(latest, map_location='cpu', weights_only=True)['epoch']
+        except Exception:
+            later = None  # a damaged latest checkpoint: this one is what is left
+        if later is not None and later > state['epoch']:
+            raise CheckpointError(f'{path} is epoch {state["epoch"]} of a run whose {latest.name} is at epoch {later}: '
+                                  f'resuming from it would overwrite the later epochs. Resume with -resume {latest}, '
+                                  f'or start a new run from its weights: {more}')
+    if state['epoch'] + 1 >= config['epochs']:
+        raise CheckpointError(f'{path} is the end of a finished run (epoch {state["epoch"] + 1} of '
+                              f'{config["epochs"]}): nothing to resume. To train it further, start a new run '
+                              f'from its weights: {more}')
     return state
+
+
+def differences(saved: dict, config: dict, keys) -> list:
+    """``[(key, 'key: saved in the checkpoint, now')]`` for the ``keys`` where ``saved`` (a checkpoint's
+    config; keys it lacks count as their defaults) and ``config`` differ."""
+    return [(k, f'{k}: {saved.get(k, SCHEMA[k][1])!r} in the checkpoint, {config[k]!r} now')
+            for k in keys if saved.get(k, SCHEMA[k][1]) != config[k]]
+
+
+def check_new_run_folder(out_dir) -> None:
+    """Refuse to start a run in ``out_dir`` when it already holds a run's checkpoints or
+    TensorBoard events: a new run never overwrites or mixes with another run."""
+    out_dir = Path(out_dir)
+    taken = lambda folder: folder.is_dir() and sorted(
+        p.name for p in folder.iterdir() if p.name.startswith('events.out.tfevents') or
+        p.name.startswith('checkpoint_') and p.suffix == '.pth')
+    found = taken(out_dir)
+    if not found:
+        return
+    stem, _, number = str(out_dir).rpartition('-')  # after runs/x-2 comes runs/x-3, not runs/x-2-2
+    stem, first = (stem, int(number) + 1) if stem and number.isdigit() else (str(out_dir), 2)
+    free = next(f'{stem}-{i}' for i in range(first, first + 10 ** 6) if not taken(Path(f'{stem}-{i}')))
+    latest = out_dir / 'checkpoint_latest.pth'
+    try:
+        saved = torch.load(latest, map_location='cpu', weights_only=True)
+        finished = saved['epoch'] + 1 >= saved['config']['epochs']
+    except Exception:  # no latest checkpoint, or not a readable one: nothing to continue
+        finished = None
+    resume = ('' if finished is None else f'continue that run with -resume {latest}, or ' if not finished else
+              f'train that finished run further with -init-from {latest} -out-dir {free}, or ')
+    raise CheckpointError(f'{out_dir} already holds another run ({", ".join(found[:3])}'
+                          f'{", ..." if len(found) > 3 else ""}): {resume}start a new run in a new folder, '
+                          f'e.g. -out-dir {free}')
 
 
 def restore(path, state: dict, rank: int, model, optimizer, scheduler, scaler) -> None:

@@ -1,4 +1,4 @@
-"""Train and evaluate a spiking classifier with the paper's recipe (SPEC section 6).
+"""Train and evaluate a spiking classifier with the paper's recipe (Appendix F.6, Table 5).
 
     python -m train.classify -cfg configs/dvsgesture.yaml [-data-dir DIR] [-b 32] ...
     torchrun --nproc_per_node=N -m train.classify -cfg ...      (DistributedDataParallel)
@@ -6,7 +6,8 @@
 SGD with momentum and weight decay, linear warm-up then cosine annealing per
 iteration, cross-entropy on the time-averaged output, E-I Init on the first
 training batch, Dale's law after every step, ``reset_net`` after every batch.
-Writes TensorBoard logs, ``checkpoint_latest.pth`` and ``checkpoint_max.pth`` to ``out_dir``.
+Writes TensorBoard logs, ``checkpoint_latest.pth`` and ``checkpoint_max.pth`` to ``out_dir``,
+which must not hold another run (``-resume`` continues a run in its own folder).
 Debug aid: with ``TRAIN_DUMP_RANK_PARAMS=DIR`` every rank also writes its parameters after
 E-I Init and at the end to ``DIR/rank{r}_init.pth`` / ``rank{r}_final.pth``.
 """
@@ -16,6 +17,7 @@ import random
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -27,6 +29,7 @@ from tqdm import tqdm
 from spikingjelly.activation_based import functional
 
 import sj_ei
+import sj_ei.ops
 from sj_ei import convert, datasets
 from sj_ei.cupy_backend import CupyUnavailableError
 
@@ -37,7 +40,7 @@ from .monitor import FiringRates, log_histograms
 
 FLAGS = {'-data-dir': 'data_dir', '-out-dir': 'out_dir', '-device': 'device', '-b': 'batch_size',
          '-epochs': 'epochs', '-lr': 'lr', '-T': 'T', '-j': 'workers', '-backend': 'backend', '-seed': 'seed',
-         '-width': 'width'}
+         '-width': 'width', '-init-from': 'init_from'}
 
 
 def parse_args(argv=None):
@@ -48,10 +51,12 @@ def parse_args(argv=None):
     for flag, key in FLAGS.items():
         parser.add_argument(flag, dest=key, metavar=key.upper(), help=cfg.SCHEMA[key][2])
     parser.add_argument('-amp', action='store_true', help=cfg.SCHEMA['amp'][2])
-    parser.add_argument('-resume', metavar='PATH', help='continue the run of this checkpoint')
+    parser.add_argument('-resume', metavar='PATH',
+                        help="continue the run of this checkpoint (a run's checkpoint_latest.pth), in its folder")
     parser.add_argument('-pretrained', metavar='PATH',
-                        help='evaluate a DeepEISNN model (model.safetensors, with its config.json beside it, or a '
-                             '.pth training checkpoint of the same layout) on the test set, and exit')
+                        help="evaluate on the test set (loss, top-1, top-5) and exit: this trainer's checkpoint_max.pth "
+                             "/ checkpoint_latest.pth (its model is built from the config inside it), or a DeepEISNN "
+                             'model (model.safetensors with its config.json beside it, or a .pth training checkpoint)')
     parser.add_argument('-set', action='append', default=[], metavar='KEY=VALUE', help='override any config key')
     return parser.parse_args(argv)
 
@@ -90,6 +95,12 @@ def warmup_cosine(warmup_steps: int, total_steps: int):
 def accuracy(logits, labels, k):
     top = logits.topk(min(k, logits.shape[1]), dim=1).indices
     return (top == labels[:, None]).any(1).float().sum().item()
+
+
+def duration(seconds: float) -> str:
+    """``'72 s'``, ``'12 min 5 s'``, ``'3 h 2 min'``."""
+    s = round(seconds)
+    return f'{s} s' if s < 120 else f'{s // 60} min {s % 60} s' if s < 7200 else f'{s // 3600} h {s % 3600 // 60} min'
 
 
 def run_epoch(model, loader, device, amp, train, optimizer=None, scheduler=None, scaler=None, rates=None,
@@ -155,8 +166,18 @@ def set_epoch(loader, seed, epoch):
         sampler.generator.manual_seed(seed * 1000 + epoch)
 
 
+def test_operations(counter: sj_ei.ops.Counter, distributed) -> dict:
+    """Per-test-sample operation counts and energy (``sj_ei.ops``) over all ranks."""
+    counts = counter.report().totals()
+    samples, *sums = distributed.sum(counter.samples, *(counter.samples * v for v in counts.values()))
+    counts = dict(zip(counts, (total / samples for total in sums)))
+    counts['inhibition_share'] = counts['inhibition_pJ'] / counts['energy_pJ'] if counts['energy_pJ'] else 0.0
+    return counts
+
+
 def check_setup(config: dict) -> torch.device:
     """The torch device of ``config``, after checking that this machine can run ``config``."""
+    cfg.check_combination(config)
     device = torch.device(config['device'])
     if device.type == 'cuda' and not torch.cuda.is_available():
         raise cfg.ConfigError(f"device {config['device']!r}: no CUDA device is available here; use -device cpu")
@@ -179,19 +200,45 @@ def first_batch(loader, seed: int, device) -> torch.Tensor:
     return (x.transpose(0, 1) if x.dim() == 5 else x).to(device)
 
 
-def train(config: dict, resume=None) -> float:
-    """Train with ``config`` (from ``train.config``), or continue the run of checkpoint ``resume``;
-    returns the best test top-1 (%)."""
-    distributed = Distributed(check_setup(config))
-    device = distributed.device
-    state = checkpoint.load(resume, config) if resume else None
-    seed_everything(config['seed'])
-    out_dir = Path(config['out_dir'])
-    train_loader, test_loader = make_loader(config, distributed, True), make_loader(config, distributed, False)
+def build_model(config: dict) -> sj_ei.models.SpikingClassifier:
+    """The untrained model of ``config``, with its E-I ablation switches."""
     meta = datasets.info(config['dataset'])
-    model = sj_ei.models.build(config['model'], meta['num_classes'], meta['in_channels'], norm=config['norm'],
-                               T=config['T'], ei_ratio=config['ei_ratio'], width=config['width']).to(device)
-    functional.set_backend(model, config['backend'])
+    return sj_ei.models.build(config['model'], meta['num_classes'], meta['in_channels'], norm=config['norm'],
+                              T=config['T'], ei_ratio=config['ei_ratio'], width=config['width'],
+                              **cfg.layer_options(config))
+
+
+class Summary(NamedTuple):
+    """What a training run ends with."""
+    best_acc1: float   #: best test top-1 (%)
+    best_epoch: int    #: the epoch of ``best_acc1`` (0-based, as in the log)
+    last_acc1: float   #: test top-1 (%) of the last epoch
+    seconds: float     #: wall time of this process's training
+    out_dir: Path      #: the run's folder: TensorBoard events, checkpoint_max.pth, checkpoint_latest.pth
+
+    def line(self) -> str:
+        return (f'done: best test acc@1 {self.best_acc1:.2f} at epoch {self.best_epoch}, last {self.last_acc1:.2f}, '
+                f'in {duration(self.seconds)}; checkpoints in {self.out_dir} (checkpoint_max.pth: best, '
+                'checkpoint_latest.pth: last)')
+
+
+def train(config: dict, resume=None) -> Summary:
+    """Train with ``config`` (from ``train.config``) in the new run folder ``config['out_dir']``,
+    or continue the run of checkpoint ``resume`` in the checkpoint's folder."""
+    started = time.time()
+    device = check_setup(config)
+    state = checkpoint.load(resume, config) if resume else None
+    if resume:
+        config = {**config, 'out_dir': str(Path(resume).parent)}
+    else:
+        checkpoint.check_new_run_folder(config['out_dir'])  # before any process of the run writes there
+    out_dir = Path(config['out_dir'])
+    distributed = Distributed(device)
+    device = distributed.device
+    seed_everything(config['seed'])
+    train_loader, test_loader = make_loader(config, distributed, True), make_loader(config, distributed, False)
+    model = build_model(config).to(device)
+    sj_ei.set_backend(model, config['backend'])
     optimizer = torch.optim.SGD(model.parameters(), lr=config['lr'], momentum=config['momentum'],
                                 weight_decay=config['weight_decay'])
     steps = len(train_loader)
@@ -199,10 +246,12 @@ def train(config: dict, resume=None) -> float:
         optimizer, warmup_cosine(config['warmup_epochs'] * steps, config['epochs'] * steps))
     scaler = torch.amp.GradScaler(device.type, enabled=config['amp'] and device.type == 'cuda')
     sj_ei.constrain(model, optimizer)
-    start_epoch, best_acc1 = 0, -math.inf  # the first epoch is the best so far
+    start_epoch, best_acc1, best_epoch, test_acc1 = 0, -math.inf, None, None  # the first epoch is the best so far
     if state:
         checkpoint.restore(resume, state, distributed.rank, model, optimizer, scheduler, scaler)
-        start_epoch, best_acc1 = state['epoch'] + 1, state['best_acc1']
+        start_epoch, best_acc1, best_epoch = state['epoch'] + 1, state['best_acc1'], state.get('best_epoch')
+    elif config['init_from']:
+        convert.load_pretrained(model, config['init_from'])
     elif config['norm'] == 'ei':
         sj_ei.ei_init(model, first_batch(train_loader, config['seed'], device))
     rates = FiringRates(model)
@@ -214,73 +263,117 @@ def train(config: dict, resume=None) -> float:
     if distributed.main:
         out_dir.mkdir(parents=True, exist_ok=True)
         writer = SummaryWriter(str(out_dir))
+        begin = (f', resumed at epoch {start_epoch}' if state else
+                 f', from the weights of {config["init_from"]}' if config['init_from'] else '')
         print(f'{config["model"]} ({config["norm"]}) on {config["dataset"]}: {len(train_loader.dataset)} train / '
               f'{len(test_loader.dataset)} test samples, T={config["T"]}, {distributed.world} process(es), '
-              f'device {device}, out_dir {out_dir}' + (f', resumed at epoch {start_epoch}' if state else ''),
-              flush=True)
+              f'device {device}, out_dir {out_dir}{begin}', flush=True)
         if distributed.world > 1:
-            start = 'resumed' if state else 'E-I Init' if config['norm'] == 'ei' else 'initialization'
+            start = ('resumed' if state else 'loaded' if config['init_from'] else
+                     'E-I Init' if config['norm'] == 'ei' else 'initialization')
             print(f'{start}: parameters identical on all {distributed.world} ranks', flush=True)
-    for epoch in range(start_epoch, config['epochs']):
-        set_epoch(train_loader, config['seed'], epoch)
-        rates.reset()
-        progress = tqdm(total=steps, desc=f'epoch {epoch}', leave=False, disable=not distributed.main)
-        *train_stats, train_time = run_epoch(net, train_loader, device, config['amp'], True, optimizer,
-                                             scheduler, scaler, rates, progress)
-        progress.close()
-        *test_stats, test_time = run_epoch(net, test_loader, device, config['amp'], False)
-        n, loss, top1, top5 = distributed.sum(*train_stats)
-        tn, tloss, ttop1, ttop5 = distributed.sum(*test_stats)
-        distributed.check_identical(model)
-        rng = distributed.gather(checkpoint.rng_states())
-        if not distributed.main:
-            continue
-        acc1, test_acc1 = 100 * top1 / n, 100 * ttop1 / tn
-        is_best = test_acc1 > best_acc1
-        best_acc1 = max(best_acc1, test_acc1)
-        scalars = {'train/loss': loss / n, 'train/acc1': acc1, 'train/acc5': 100 * top5 / n,
-                   'test/loss': tloss / tn, 'test/acc1': test_acc1, 'test/acc5': 100 * ttop5 / tn,
-                   'lr': optimizer.param_groups[0]['lr'], 'train/speed': n / train_time,
-                   'test/speed': tn / test_time}
-        for key, value in scalars.items():
-            writer.add_scalar(key, value, epoch)
-        for name, rate in rates.rates().items():
-            writer.add_scalar(f'firing_rate/{name}', rate, epoch)
-        if config['histograms']:
-            x, _ = next(iter(test_loader))
-            log_histograms(writer, model, (x.transpose(0, 1) if x.dim() == 5 else x).to(device),
-                           config['backend'], epoch)
-        writer.flush()
-        snapshot = dict(model=model.state_dict(), optimizer=optimizer.state_dict(),
-                        scheduler=scheduler.state_dict(), scaler=scaler.state_dict(), epoch=epoch,
-                        best_acc1=best_acc1, config=config, rng=rng)
-        checkpoint.save(out_dir / 'checkpoint_latest.pth', **snapshot)
-        if is_best:
-            checkpoint.save(out_dir / 'checkpoint_max.pth', **snapshot)
-        print(f'epoch {epoch}: train loss {loss / n:.4f} acc@1 {acc1:.2f} | test loss {tloss / tn:.4f} '
-              f'acc@1 {test_acc1:.2f} acc@5 {100 * ttop5 / tn:.2f} | best acc@1 {best_acc1:.2f} | '
-              f'train {n / train_time:.1f} samples/s, test {tn / test_time:.1f} samples/s', flush=True)
+    try:
+        for epoch in range(start_epoch, config['epochs']):
+            set_epoch(train_loader, config['seed'], epoch)
+            rates.reset()
+            # a bar only on a terminal: in a log file its updates would be thousands of lines
+            progress = tqdm(total=steps, desc=f'epoch {epoch}', leave=False,
+                            disable=not (distributed.main and sys.stderr.isatty()))
+            *train_stats, train_time = run_epoch(net, train_loader, device, config['amp'], True, optimizer,
+                                                 scheduler, scaler, rates, progress)
+            progress.close()
+            with sj_ei.ops.Counter(model, baseline=config['norm'] != 'ei') as counter:
+                *test_stats, test_time = run_epoch(net, test_loader, device, config['amp'], False)
+            operations = test_operations(counter, distributed)
+            n, loss, top1, top5 = distributed.sum(*train_stats)
+            tn, tloss, ttop1, ttop5 = distributed.sum(*test_stats)
+            distributed.check_identical(model)
+            rng = distributed.gather(checkpoint.rng_states())
+            if not distributed.main:
+                continue
+            acc1, test_acc1 = 100 * top1 / n, 100 * ttop1 / tn
+            is_best = test_acc1 > best_acc1
+            if is_best:
+                best_acc1, best_epoch = test_acc1, epoch
+            scalars = {'train/loss': loss / n, 'train/acc1': acc1, 'train/acc5': 100 * top5 / n,
+                       'test/loss': tloss / tn, 'test/acc1': test_acc1, 'test/acc5': 100 * ttop5 / tn,
+                       'lr': optimizer.param_groups[0]['lr'], 'train/speed': n / train_time,
+                       'test/speed': tn / test_time}
+            for key, value in scalars.items():
+                writer.add_scalar(key, value, epoch)
+            for name, rate in rates.rates().items():
+                writer.add_scalar(f'firing_rate/{name}', rate, epoch)
+            for key, value in operations.items():  # ops/ac, ops/mac, ops/div, ..., ops/energy_pJ per test sample
+                writer.add_scalar(f'ops/{key}', value, epoch)
+            if config['histograms']:
+                x, _ = next(iter(test_loader))
+                log_histograms(writer, model, (x.transpose(0, 1) if x.dim() == 5 else x).to(device), epoch)
+            writer.flush()
+            snapshot = dict(model=model.state_dict(), optimizer=optimizer.state_dict(),
+                            scheduler=scheduler.state_dict(), scaler=scaler.state_dict(), epoch=epoch,
+                            best_acc1=best_acc1, best_epoch=best_epoch, config=config, rng=rng)
+            checkpoint.save(out_dir / 'checkpoint_latest.pth', **snapshot)
+            if is_best:
+                checkpoint.save(out_dir / 'checkpoint_max.pth', **snapshot)
+            print(f'epoch {epoch}: train loss {loss / n:.4f} acc@1 {acc1:.2f} | test loss {tloss / tn:.4f} '
+                  f'acc@1 {test_acc1:.2f} acc@5 {100 * ttop5 / tn:.2f} | best acc@1 {best_acc1:.2f} | '
+                  f'train {n / train_time:.1f} samples/s, test {tn / test_time:.1f} samples/s', flush=True)
+    except KeyboardInterrupt:
+        latest = out_dir / 'checkpoint_latest.pth'
+        if distributed.main:
+            print('interrupted; ' + (f'continue with -resume {latest}' if latest.is_file() else
+                                     'no epoch finished, so no checkpoint was written'), file=sys.stderr)
+        raise
     distributed.dump(model, 'final')
     if writer:
         writer.close()
     distributed.close()
-    return best_acc1
+    summary = Summary(best_acc1, best_epoch, test_acc1, time.time() - started, out_dir)
+    if distributed.main:
+        print(summary.line(), flush=True)
+    return summary
 
 
-def evaluate_pretrained(config: dict, path) -> float:
-    """Test-set top-1 (%) of a DeepEISNN checkpoint read into the sj_ei model of ``config``."""
-    distributed = Distributed(check_setup(config))
-    meta = datasets.info(config['dataset'])
+class Evaluation(NamedTuple):
+    """Test-set metrics of a model."""
+    loss: float
+    acc1: float  #: top-1 (%)
+    acc5: float  #: top-5 (%)
+    samples: int
+
+
+def pretrained_model(config: dict, path) -> torch.nn.Module:
+    """The model held by checkpoint ``path``: this trainer's (built from the config saved in it, which must
+    agree with ``config`` on the model), a plain sj_ei state dict (the model of ``config``), or the
+    DeepEISNN authors' layout (with the config inside it or the config.json beside it, else the
+    architecture of ``config``)."""
+    state, saved = convert.read_checkpoint(path)
+    if convert.is_sj_ei(state):
+        if saved is not None and 'norm' in saved:  # this trainer's checkpoint
+            differ = checkpoint.differences(saved, config, checkpoint.SAME_MODEL)
+            if differ:
+                raise checkpoint.CheckpointError(
+                    f'{path} holds another model than the config ({"; ".join(text for _, text in differ)}); '
+                    'evaluate it with the config it was trained with')
+        return convert.load_pretrained(build_model(config), path)
     name = config['model']
+    meta = datasets.info(config['dataset'])
     arch = {'arch': name.rstrip('0123456789'), 'num_layers': int(name[len(name.rstrip('0123456789')):]),
             'num_classes': meta['num_classes'], 'in_channels': meta['in_channels'], 'ei_ratio': config['ei_ratio']}
-    beside = Path(path).with_name('config.json')
-    model = convert.from_deepeisnn(path, beside if beside.is_file() else arch, T=config['T']).to(distributed.device)
+    return convert.from_deepeisnn(path, saved or arch, T=config['T'])
+
+
+def evaluate_pretrained(config: dict, path) -> Evaluation:
+    """Test-set loss, top-1 and top-5 of the model in checkpoint ``path`` (see ``pretrained_model``)."""
+    distributed = Distributed(check_setup(config))
+    model = pretrained_model(config, path).to(distributed.device)
     test_loader = make_loader(config, distributed, False)
     samples, loss, top1, top5, seconds = run_epoch(model, test_loader, distributed.device, config['amp'], False)
-    print(f'{path}: test loss {loss / samples:.4f} acc@1 {100 * top1 / samples:.2f} acc@5 {100 * top5 / samples:.2f} '
+    result = Evaluation(loss / samples, 100 * top1 / samples, 100 * top5 / samples, int(samples))
+    print(f'{path}: test loss {result.loss:.4f} acc@1 {result.acc1:.2f} acc@5 {result.acc5:.2f} '
           f'({samples:.0f} samples, {samples / seconds:.1f} samples/s)')
-    return 100 * top1 / samples
+    distributed.close()
+    return result
 
 
 USER_ERRORS = (cfg.ConfigError, checkpoint.CheckpointError, datasets.DatasetNotFoundError, sj_ei.EIInitError,
@@ -289,7 +382,6 @@ USER_ERRORS = (cfg.ConfigError, checkpoint.CheckpointError, datasets.DatasetNotF
 
 def main(argv=None):
     args = parse_args(argv)
-    config = None
     try:
         config = make_config(args)
         if args.pretrained:
@@ -300,9 +392,7 @@ def main(argv=None):
         print(f'error: {e}', file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
-        resume = f'; continue with -resume {Path(config["out_dir"]) / "checkpoint_latest.pth"}' if config else ''
-        print(f'interrupted{resume}', file=sys.stderr)
-        sys.exit(130)
+        sys.exit(130)  # train() said how to continue
 
 
 if __name__ == '__main__':

@@ -1,14 +1,18 @@
 """Experiment configuration: every key, its type, default and meaning, in one place.
 
 A config is a YAML mapping of these keys; command-line flags override it.
-Unknown keys and values of the wrong type are a ``ConfigError`` listing the valid keys.
+Unknown keys (with the closest valid key suggested) and values of the wrong type are a
+``ConfigError`` listing the valid keys.  The recipe behind the defaults is the paper's
+Appendix F.6 and Table 5; the E-I ablation switches are its Table 2.
 """
+import difflib
+import math
 from pathlib import Path
 
 import torch
 import yaml
 
-from sj_ei import datasets, models
+from sj_ei import IPopulation, datasets, models
 
 #: key: (type, default, meaning)
 SCHEMA = {
@@ -18,9 +22,18 @@ SCHEMA = {
     'norm': (str, 'ei', "'ei' (E-I layers), 'bn' (batch-norm SNN baseline) or 'none' (plain SNN)"),
     'width': (float, 1.0, 'channel multiplier of the model (1 = the paper)'),
     'ei_ratio': (int, 4, 'excitatory / inhibitory neurons per layer'),
+    'init': (str, 'ei', "E-I ablation (paper Table 2): 'ei' (E-I Init) or 'kaiming' (Kaiming-normal W_EE, W_IE)"),
+    'sign_constraint': (bool, True, "E-I ablation (paper Table 2): Dale's law, W_EE, W_IE, W_EI, g_I, g_E "
+                                    'clamped to >= 0 (and Kaiming weights clamped at init)'),
+    'eps': (float, None, 'E-I ablation (paper Table 2): null = adaptive stabilization of the divisive '
+                         'inhibition, or a fixed epsilon added to its denominator'),
+    'grad_scale': (bool, True, 'E-I ablation (paper Table 2): scale the gradient of W_EI by 1/fan-in'),
+    'i_population': (str, 'rate', "I population outputs: 'rate' (ReLU, the paper's) or 'count' (spike counts "
+                                  'of threshold i_theta)'),
+    'i_theta': (float, 1.0, "threshold of the I population's spike counts (i_population: count)"),
     'T': (int, 4, 'time steps (event frames, or repetitions of a static image)'),
     'batch_size': (int, 128, 'samples per optimizer step (per process under torchrun)'),
-    'epochs': (int, 300, 'training epochs'),
+    'epochs': (int, 300, 'training epochs (paper Table 5: 300)'),
     'lr': (float, 0.001, 'peak learning rate (after warm-up)'),
     'momentum': (float, 0.9, 'SGD momentum'),
     'weight_decay': (float, 5e-4, 'SGD weight decay'),
@@ -30,34 +43,57 @@ SCHEMA = {
     'backend': (str, 'torch', "neuron backend: 'torch' or 'cupy' (GPU)"),
     'device': (str, 'cpu', "torch device, e.g. 'cpu', 'cuda', 'cuda:1'"),
     'seed': (int, 0, 'seed of every random number generator'),
-    'out_dir': (str, 'runs/run', 'folder for TensorBoard logs and checkpoints'),
+    'out_dir': (str, 'runs/run', 'folder of this run: TensorBoard logs and checkpoints (must not hold another run)'),
+    'init_from': (str, None, "start from the weights of this checkpoint (this trainer's, or a DeepEISNN model) "
+                             'instead of E-I Init, with a fresh optimizer and schedule (fine-tuning, more epochs)'),
     'histograms': (bool, False, "TensorBoard histograms of E-I parameters and each layer's I_int, every epoch"),
     'num_samples': (int, 1024, 'synthetic dataset only: training samples'),
     'num_test_samples': (int, 512, 'synthetic dataset only: test samples'),
     'size': (int, 32, 'synthetic dataset only: frame height and width (>= 8; >= 32 for the VGGs)'),
 }
-CHOICES = {'dataset': datasets.NAMES, 'model': models.NAMES, 'norm': models.NORMS, 'backend': ('torch', 'cupy')}
-POSITIVE = ('width', 'ei_ratio', 'T', 'batch_size', 'epochs', 'num_samples', 'num_test_samples', 'size')
+CHOICES = {'dataset': datasets.NAMES, 'model': models.NAMES, 'norm': models.NORMS, 'backend': ('torch', 'cupy'),
+           'init': ('ei', 'kaiming'), 'i_population': ('rate', 'count')}
+POSITIVE = ('width', 'ei_ratio', 'T', 'batch_size', 'epochs', 'num_samples', 'num_test_samples', 'size', 'eps',
+            'i_theta')
+#: keys that may be null (YAML ``null``, ``-set eps=null``)
+NULLABLE = ('eps', 'init_from')
+#: the E-I layer options (paper Table 2 ablations); other norms take them only at their defaults
+ABLATIONS = ('init', 'sign_constraint', 'eps', 'grad_scale', 'i_population', 'i_theta')
 
 
 class ConfigError(ValueError):
     """A config file or flag the trainer cannot use."""
 
 
+def type_name(key: str) -> str:
+    return SCHEMA[key][0].__name__ + (' or null' if key in NULLABLE else '')
+
+
 def valid_keys() -> str:
-    return '\n'.join(f'  {key} ({kind.__name__}, default {default!r}): {meaning}'
-                     for key, (kind, default, meaning) in SCHEMA.items())
+    return '\n'.join(f'  {key} ({type_name(key)}, default {default!r}): {meaning}'
+                     for key, (_, default, meaning) in SCHEMA.items())
 
 
 def check(key: str, value, source: str):
     """``value`` converted to ``key``'s type, or a ``ConfigError`` naming ``source``."""
     if key not in SCHEMA:
-        raise ConfigError(f'{source}: unknown key {key!r}. Valid keys:\n{valid_keys()}')
+        close = difflib.get_close_matches(key, SCHEMA, n=1)
+        hint = f' (did you mean {close[0]!r}?)' if close else ''
+        raise ConfigError(f'{source}: unknown key {key!r}{hint}. Valid keys:\n{valid_keys()}')
+    if value is None and key in NULLABLE:
+        return None
     kind = SCHEMA[key][0]
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
+    if kind is float and isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+        try:
+            value = float(value)
+        except ValueError:
+            pass
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise ConfigError(f'{source}: {key} must be {kind.__name__}, got {value!r}. Valid keys:\n{valid_keys()}')
+        raise ConfigError(f'{source}: {key} must be {type_name(key)}, got {value!r}. Valid keys:\n{valid_keys()}')
+    if kind is float and not math.isfinite(value):
+        raise ConfigError(f'{source}: {key} must be a finite number, got {value!r}')
     if key in CHOICES and value not in CHOICES[key]:
         raise ConfigError(f'{source}: {key} must be one of {", ".join(CHOICES[key])}, got {value!r}')
     if key in POSITIVE and value <= 0 or key in ('lr', 'weight_decay', 'momentum', 'warmup_epochs', 'workers') and value < 0:
@@ -71,6 +107,26 @@ def check(key: str, value, source: str):
             raise ConfigError(f"{source}: device must be a torch device such as 'cpu', 'cuda' or 'cuda:1', "
                               f'got {value!r}') from None
     return value
+
+
+def check_combination(config: dict) -> None:
+    """Raise a ``ConfigError`` for keys that contradict each other (checked once flags are applied)."""
+    if config['norm'] != 'ei':
+        changed = [f'{key}: {config[key]!r}' for key in ABLATIONS if config[key] != SCHEMA[key][1]]
+        if changed:
+            raise ConfigError(f"{', '.join(changed)}: the E-I ablation switches (paper Table 2) apply only to "
+                              f"norm 'ei', this config has norm {config['norm']!r}; remove them or use norm: ei")
+    if config['i_population'] == 'rate' and config['i_theta'] != SCHEMA['i_theta'][1]:
+        raise ConfigError(f"i_theta: {config['i_theta']!r} applies only to i_population: count (spike counts); "
+                          "the config has i_population: rate")
+
+
+def layer_options(config: dict) -> dict:
+    """The ``sj_ei.models.build`` keyword arguments of the E-I ablation switches (none for other norms)."""
+    if config['norm'] != 'ei':
+        return {}
+    return dict(init=config['init'], sign_constraint=config['sign_constraint'], eps=config['eps'],
+                grad_scale=config['grad_scale'], i_population=IPopulation(config['i_population'], config['i_theta']))
 
 
 def load(path) -> dict:
@@ -95,6 +151,6 @@ def override(config: dict, key: str, text: str, source: str) -> None:
         value = yaml.safe_load(text)
     except yaml.YAMLError:
         value = text
-    if SCHEMA.get(key, (None,))[0] is str:
+    if SCHEMA.get(key, (None,))[0] is str and not (value is None and key in NULLABLE):
         value = text
     config[key] = check(key, value, source)
