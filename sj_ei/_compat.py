@@ -30,17 +30,27 @@ import importlib.metadata
 import importlib.util
 import math
 import types
+import warnings
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 import torch
 from torch import nn
-from spikingjelly.activation_based import base, functional, neuron
 
 SJ_VERSION: str = importlib.metadata.version('spikingjelly')
 SJ_MAJOR: int = int(SJ_VERSION.split('.')[0])  # 0 (0.0.0.0.14) or 2
 HAS_CUPY_BACKEND: bool = SJ_MAJOR == 0
+
+with warnings.catch_warnings():
+    # spikingjelly 0.0.0.0.14 compiles functions with torch.jit.script while its modules are imported
+    # (here those sj_ei uses: layer for sj_ei.models, neuron with surrogate), which torch 2.14 answers
+    # with a FutureWarning users cannot act on (and which preceded every message of sj_ei's command
+    # line).  Only that warning, only during this import: the filters are restored after it.
+    warnings.filterwarnings('ignore', message=r'`torch\.jit\.script` is deprecated', category=FutureWarning)
+    from spikingjelly.activation_based import base, functional, layer, neuron  # noqa: F401 (layer: compiled here)
+    if SJ_MAJOR == 0:
+        from spikingjelly.activation_based.auto_cuda import base as _auto_cuda_base
 BACKENDS = ('torch', 'cupy')
 
 
@@ -49,8 +59,6 @@ class BackendError(ValueError):
 
 
 if SJ_MAJOR == 0:
-    from spikingjelly.activation_based.auto_cuda import base as _auto_cuda_base
-
     class _NumpyWithIntAlias(types.ModuleType):
         """numpy, as ``auto_cuda.base`` sees it: with the ``np.int`` alias numpy removed."""
         int = int
