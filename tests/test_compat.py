@@ -205,13 +205,14 @@ def moving_bars(T: int, B: int, size: int, seed: int = 0):
 
 
 def readme_network(c1: int = 16, c2: int = 32, classes: int = 4) -> torch.nn.Sequential:
-    """The README's API example (there with 64 and 128 channels and 11 classes): two hidden E-I
-    convolutions, each followed by ``sj_ei.e_population()`` (spikingjelly's LIFNode), an E-I readout."""
+    """The README's API example (there with 64 and 128 channels and 11 classes): a hidden E-I
+    convolution followed by ``sj_ei.e_population()`` (spikingjelly's LIFNode), a fused E-I block
+    (``EIBlock`` with ``EILIFNode``), an E-I readout."""
     import sj_ei
     return torch.nn.Sequential(
         sj_ei.EIConv2d(2, c1, 3, padding=1), sj_ei.e_population(),
         layer.AvgPool2d(2),
-        sj_ei.EIConv2d(c1, c2, 3, padding=1), sj_ei.e_population(),
+        sj_ei.EIBlock(sj_ei.EIConv2d(c1, c2, 3, padding=1), sj_ei.EILIFNode()),
         layer.AdaptiveAvgPool2d(1), layer.Flatten(),
         sj_ei.EILinear(c2, classes, readout=True))
 
@@ -233,9 +234,9 @@ def spikes_output_and_gradients(net, x, labels, step_mode):
 
 @pytest.mark.parametrize('step_mode', ['m', 's'])
 def test_spikingjellys_lif_gives_sj_ei_s_numbers_in_a_whole_network(step_mode):
-    """Same numbers on both releases: the README's network with this release's LIFNode as its E
-    populations gives the spikes, output and parameter gradients of the same network with sj_ei's own
-    LIF (``EILIFNode`` on ``I_int``: ``sj_ei.lif``, code that is the same on every release) -- spikes
+    """Same numbers on both releases: the README's network with this release's LIFNode as its first
+    E population gives the spikes, output and parameter gradients of the same network with sj_ei's own
+    LIF there (``EILIFNode`` on ``I_int``: ``sj_ei.lif``, code that is the same on every release) -- spikes
     and output bit for bit, gradients to 1e-5 of each tensor's scale.  CI runs it on 0.0.0.0.14 and
     on 2.x, so the torch paths of both releases give the same spikes and gradients."""
     import sj_ei
@@ -245,7 +246,7 @@ def test_spikingjellys_lif_gives_sj_ei_s_numbers_in_a_whole_network(step_mode):
     functional.set_step_mode(with_spikingjelly, 'm')
     sj_ei.ei_init(with_spikingjelly, x)
     with_sj_ei = copy.deepcopy(with_spikingjelly)
-    with_sj_ei[1], with_sj_ei[4] = sj_ei.EILIFNode(), sj_ei.EILIFNode()
+    with_sj_ei[1] = sj_ei.EILIFNode()
     assert not isinstance(with_spikingjelly[1], sj_ei.EILIFNode)  # this release's LIFNode.forward runs
 
     spikes, out, grads = spikes_output_and_gradients(with_spikingjelly, x, labels, step_mode)
