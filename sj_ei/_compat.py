@@ -11,6 +11,9 @@ from here.
   ``backend`` attribute the spikingjelly way on both versions (validated against the
   subclass's ``supported_backends``; ``LIFNode(..., backend='torch')`` accepted on both).
 - ``set_backend(net, backend)``: the one call that selects a backend on both versions.
+- ``lif_node_charges_like_sj_ei(tau, decay_input, v_reset)``: whether spikingjelly's ``LIFNode``
+  rounds its charge as sj_ei's LIF does (always on 0.0.0.0.14; on 2.x at the paper's tau = 2, not
+  at every tau).
 - The event-dataset readers sj_ei calls, whose names and argument types changed
   (``split_dvs_gesture_recording``, ``aedat_header_length``, ``parse_aedat_address``,
   ``load_events_np``, ``load_cifar10dvs_recording``); spikingjelly's dataset modules are
@@ -25,17 +28,29 @@ module, is left as it is.
 """
 import importlib.metadata
 import importlib.util
+import math
 import types
+import warnings
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
 from torch import nn
-from spikingjelly.activation_based import base, functional, neuron
 
 SJ_VERSION: str = importlib.metadata.version('spikingjelly')
 SJ_MAJOR: int = int(SJ_VERSION.split('.')[0])  # 0 (0.0.0.0.14) or 2
 HAS_CUPY_BACKEND: bool = SJ_MAJOR == 0
+
+with warnings.catch_warnings():
+    # spikingjelly 0.0.0.0.14 compiles functions with torch.jit.script while its modules are imported
+    # (here those sj_ei uses: layer for sj_ei.models, neuron with surrogate), which torch 2.14 answers
+    # with a FutureWarning users cannot act on (and which preceded every message of sj_ei's command
+    # line).  Only that warning, only during this import: the filters are restored after it.
+    warnings.filterwarnings('ignore', message=r'`torch\.jit\.script` is deprecated', category=FutureWarning)
+    from spikingjelly.activation_based import base, functional, layer, neuron  # noqa: F401 (layer: compiled here)
+    if SJ_MAJOR == 0:
+        from spikingjelly.activation_based.auto_cuda import base as _auto_cuda_base
 BACKENDS = ('torch', 'cupy')
 
 
@@ -44,8 +59,6 @@ class BackendError(ValueError):
 
 
 if SJ_MAJOR == 0:
-    from spikingjelly.activation_based.auto_cuda import base as _auto_cuda_base
-
     class _NumpyWithIntAlias(types.ModuleType):
         """numpy, as ``auto_cuda.base`` sees it: with the ``np.int`` alias numpy removed."""
         int = int
@@ -76,7 +89,7 @@ else:
         def backend(self, value: str):
             if value not in self.supported_backends:
                 raise NotImplementedError(
-                    f"{value!r} is not a supported backend of {self._get_name()} in step_mode "
+                    f"{value} is not a supported backend of {self._get_name()} in step_mode "
                     f"'{self.step_mode}'; it supports {self.supported_backends}")
             self._backend = value
 
@@ -92,6 +105,16 @@ else:
         def __init__(self, *args, backend: str = 'torch', **kwargs):
             super().__init__(*args, **kwargs)
             self.backend = backend
+
+
+def lif_node_charges_like_sj_ei(tau: float, decay_input: bool, v_reset: Optional[float]) -> bool:
+    """Whether spikingjelly's ``LIFNode`` charges ``H[t]`` bit for bit as sj_ei's LIF does (``sj_ei.lif``
+    and the CuPy kernels, which follow 0.0.0.0.14).  Without input decay and with ``v_reset`` None or 0,
+    0.0.0.0.14 charges ``V * (1 - 1/tau) + X`` and spikingjelly 2 ``V - V/tau + X``: both round the same
+    only when ``tau`` is a power of two (the paper's tau = 2); otherwise potentials may be 1 ulp apart."""
+    if SJ_MAJOR == 0 or decay_input or v_reset not in (None, 0.0):
+        return True
+    return math.frexp(tau)[0] == 0.5
 
 
 def set_backend(net: nn.Module, backend: str) -> None:

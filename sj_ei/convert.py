@@ -366,7 +366,7 @@ def to_ei(net: nn.Module, ei_ratio: int = 4, readout: bool = False, **layer_opti
         if not linears:
             problems.append('readout=True, but the network has no Linear layer to make the readout')
         else:
-            (name, old), (parent, _, leaf) = linears[-1], linears[-1][0].rpartition('.')
+            (_, old), (parent, _, leaf) = linears[-1], linears[-1][0].rpartition('.')
             plan.append((net.get_submodule(parent), leaf, EILinear(
                 old.in_features, old.out_features, ei_ratio=min(ei_ratio, old.out_features), readout=True,
                 step_mode=getattr(old, 'step_mode', 's'), **layer_options)))

@@ -49,7 +49,7 @@ import torch
 from .lif import LIFConfig
 
 BLOCK = 256
-_HINT = "use backend='torch' (functional.set_backend(net, 'torch')) or move the network and its input to a CUDA device"
+_HINT = "use backend='torch' (sj_ei.set_backend(net, 'torch')) or move the network and its input to a CUDA device"
 
 
 class CupyUnavailableError(RuntimeError):

@@ -105,6 +105,11 @@ class EILIFNode(EPopulation):
         super().__init__(*args, **kwargs)
         self.lif_config()  # an unsupported surrogate is an error at once
 
+    @property
+    def supported_backends(self) -> tuple:
+        """'cupy' (sj_ei's own kernels, on both spikingjelly releases) in step mode 'm' only."""
+        return ('torch', 'cupy') if self.step_mode == 'm' else ('torch',)
+
     def lif_config(self) -> LIFConfig:
         """The node's settings; one clear error for a surrogate it cannot fuse."""
         return LIFConfig.of(self)

@@ -271,7 +271,7 @@ class Counter:
         if name not in self.rows:
             raise RuntimeError(f'sj_ei.ops: the I population of {name} ran without its E-I layer\'s forward '
                                '(a fused backend that calls layer.currents()); count with the torch backend: '
-                               "functional.set_backend(net, 'torch')")
+                               "sj_ei.set_backend(net, 'torch')")
         layer = self._owner[id(m)]
         paths = 1 if layer.readout else 2
         self._current = self.rows[name]

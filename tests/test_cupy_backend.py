@@ -22,7 +22,7 @@ import pytest
 import torch
 from spikingjelly.activation_based import neuron, surrogate
 
-from sj_ei import cupy_backend
+from sj_ei import _compat, cupy_backend
 from sj_ei.cupy_backend import BLOCK, CONVERSIONS, KINDS, Kernel, backward_kernel, forward_kernel
 from sj_ei.currents import EICurrents, integrate
 from sj_ei.lif import SURROGATES, LIFConfig
@@ -266,6 +266,9 @@ MATCH = [pytest.param(config, kind, shape, case, id=f'{config.surrogate}{i}-{kin
 @pytest.mark.parametrize('config, kind, shape, case', MATCH)
 def test_kernels_match_the_torch_path(grid, config, kind, shape, case):
     """Spikes, v_seq and v_last equal; gradients of every input (and of v_init) close."""
+    if not _compat.lif_node_charges_like_sj_ei(config.tau, config.decay_input, config.v_reset):
+        pytest.skip(f"spikingjelly {_compat.SJ_VERSION}'s LIFNode charges V - V/tau + X, which rounds unlike "
+                    f"the kernels' (and 0.0.0.0.14's) V * (1 - 1/tau) + X at tau = {config.tau}")
     T, v_start, store_v_seq = CASES[case]
     seed = T * 100 + CONFIGS.index(config) * 10 + len(SHAPES[shape])
     inputs = inputs_for(kind, T, SHAPES[shape], seed, grid.device)

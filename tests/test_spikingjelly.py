@@ -8,6 +8,8 @@ from spikingjelly.activation_based import functional, layer, monitor, neuron
 
 import sj_ei
 
+from test_compat import a_gpu_machine, needs_0_0_0_0_14  # noqa: F401 (a fixture)
+
 
 def user_network():
     """What a spikingjelly user writes by hand with sj_ei's layers."""
@@ -39,14 +41,29 @@ def test_set_step_mode_and_reset_net():
     torch.testing.assert_close(stepped, out)
 
 
-def test_set_step_mode_and_set_backend_reach_every_e_population(caplog):
+def test_set_step_mode_and_set_backend_reach_every_fused_e_population(a_gpu_machine, caplog):
+    """``sj_ei.set_backend`` (on both spikingjelly releases) switches sj_ei's E populations, also one
+    behind a plain layer (here in place of spikingjelly's LIFNode, which has CuPy only on 0.0.0.0.14)."""
+    net = user_network()
+    net[1] = sj_ei.EILIFNode()
+    with caplog.at_level(logging.WARNING):
+        functional.set_step_mode(net, 'm')
+        sj_ei.set_backend(net, 'cupy')
+    assert not caplog.records
+    assert net[1].backend == 'cupy' and net[3].neuron.backend == 'cupy' and net[3].layer.step_mode == 'm'
+    sj_ei.set_backend(net, 'torch')
+    assert all(m.backend == 'torch' for m in net.modules() if hasattr(m, 'backend'))
+
+
+@needs_0_0_0_0_14
+def test_set_backend_on_0_0_0_0_14_reaches_spikingjellys_lif_node_too(a_gpu_machine, caplog):
     net = user_network()
     with caplog.at_level(logging.WARNING):
         functional.set_step_mode(net, 'm')
-        functional.set_backend(net, 'cupy')
+        sj_ei.set_backend(net, 'cupy')
     assert not caplog.records
-    assert net[1].backend == 'cupy' and net[3].neuron.backend == 'cupy' and net[3].layer.step_mode == 'm'
-    functional.set_backend(net, 'torch')
+    assert net[1].backend == 'cupy' and net[3].neuron.backend == 'cupy'
+    functional.set_backend(net, 'torch')  # spikingjelly's own call keeps working there
     assert all(m.backend == 'torch' for m in net.modules() if hasattr(m, 'backend'))
 
 
