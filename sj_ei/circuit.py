@@ -1,4 +1,4 @@
-"""The E-I circuit: the one torch implementation of what an E-I layer computes (SPEC
+"""The E-I circuit: the one torch implementation of what an E-I layer computes (docs/method.md
 sections 1 and 4), used by every path.  ``run(layer, x)`` is every E-I layer's forward.
 
 Shapes: ``N`` samples (``T * B`` in multi-step mode), ``S`` the spatial dimensions
@@ -133,7 +133,7 @@ class _Circuit(torch.autograd.Function):
     Saves ``r_I`` (which the I population's ReLU saves anyway), the ``[N]`` stabilization floor
     and, for ``I_int``, ``d = I_EE - I_EI`` (in the dtype of ``I_EE``); ``I_sh~`` is recomputed in
     backward (one point-wise product) instead of being stored.  Stabilization passes the gradient
-    straight through.  The gradient of ``weight_ei`` is multiplied by ``grad_scale`` (SPEC
+    straight through.  The gradient of ``weight_ei`` is multiplied by ``grad_scale`` (docs/method.md
     section 4) here and nowhere else.  Computed in float32 (float64 for float64 input) with
     autocast off; ``I_int`` and the readout are returned in ``dtype``.
     """

@@ -1,4 +1,4 @@
-"""Dale's law (SPEC section 4): E-I weights and gains stay non-negative."""
+"""Dale's law (docs/method.md section 4): E-I weights and gains stay non-negative."""
 import torch
 from torch import nn
 

@@ -27,7 +27,7 @@ def channel_view(p: torch.Tensor, like: torch.Tensor, channel_dim: int) -> torch
 
 
 def integrate(c: EICurrents, channel_dim: int) -> torch.Tensor:
-    """``I_int = g_E (I_EE - I_EI) / I_sh~ + b_E`` (SPEC section 1), in this order of
+    """``I_int = g_E (I_EE - I_EI) / I_sh~ + b_E`` (docs/method.md section 1), in this order of
     operations: ``d = I_EE - I_EI``, ``d * g_E``, ``b_E + (d g_E) / I_sh~``.
     ``channel_dim``: where ``n_E`` is (2 for ``[T, B, n_E, ...]``, 1 for ``[B, n_E, ...]``)."""
     scaled = (c.i_ee - c.i_ei) * channel_view(c.gain_e, c.i_ee, channel_dim)

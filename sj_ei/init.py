@@ -1,4 +1,4 @@
-"""E-I Init (SPEC section 3) as ``torch.nn.init``-style functions, and over a whole network.
+"""E-I Init (docs/method.md section 3) as ``torch.nn.init``-style functions, and over a whole network.
 
 Every E-I layer initializes itself from its own input on its first forward in
 training mode (``from_input_``), so a plain training loop needs nothing more;

@@ -1,5 +1,5 @@
 """E-I layers: spikingjelly step modules that map input spikes to the integrated
-current of the E population (SPEC section 1).
+current of the E population (docs/method.md section 1).
 
 ``EIConv2d`` and ``EILinear`` take ``x`` of shape ``[B, C, H, W]`` / ``[B, d]``
 (``step_mode='s'``) or ``[T, B, C, H, W]`` / ``[T, B, d]`` (``'m'``) and return
@@ -48,7 +48,7 @@ def _sync_initialized(layer, incompatible_keys):
 class _EILayer(nn.Module, base.StepModule):
     """Parameters and forward shared by every E-I layer.
 
-    Ablation switches (SPEC section 5); the defaults are the paper's method:
+    Ablation switches (docs/method.md section 5); the defaults are the paper's method:
     ``init='kaiming'`` draws ``weight_ee``/``weight_ie`` with Kaiming-normal instead of the
     exponential E-I Init (clamped to >= 0 when ``sign_constraint``);
     ``sign_constraint=False`` lifts Dale's law; ``eps=float`` replaces adaptive

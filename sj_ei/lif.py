@@ -30,7 +30,7 @@ class LIFConfig:
     """The spikingjelly ``LIFNode`` arguments of one E population and its surrogate gradient
     (``'sigmoid'`` or ``'atan'``: spikingjelly's ``surrogate.Sigmoid`` / ``surrogate.ATan`` with
     ``surrogate_alpha``), what every backend (and every generated kernel) is specialized for.
-    The defaults are the paper's E population (SPEC section 2)."""
+    The defaults are the paper's E population (docs/method.md section 2)."""
     tau: float = 2.0
     v_threshold: float = 1.0
     v_reset: Optional[float] = None

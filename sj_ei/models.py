@@ -1,4 +1,4 @@
-"""Model builders: the paper's VGG and ResNet-18 (SPEC section 6) as E-I networks,
+"""Model builders: the paper's VGG and ResNet-18 (docs/method.md section 6) as E-I networks,
 batch-norm SNNs (the baseline) and plain SNNs of the same shape.
 
 All models are multi-step: ``[T, B, C, H, W] -> [T, B, num_classes]`` (average over T

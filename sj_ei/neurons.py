@@ -3,7 +3,7 @@
 - I population: stateless (no membrane, nothing carried across time steps);
   its output ``r_I`` is the rate form ``ReLU(I_IE)`` (the paper's default) or
   the spike-count form ``floor(I_IE / theta) * theta``.
-- E population: a spikingjelly ``LIFNode`` with the paper's settings (SPEC section 2).
+- E population: a spikingjelly ``LIFNode`` with the paper's settings (docs/method.md section 2).
   ``EPopulation`` (made by ``e_population()``) is spikingjelly's own, for the composable
   path (the layer returns ``I_int``); ``EILIFNode`` is sj_ei's fused E population: it takes
   the layer's ``EICurrents`` and integrates them with the LIF dynamics over all T steps

@@ -1,4 +1,4 @@
-"""An independent float64 implementation of SPEC section 1, written from the formulas,
+"""An independent float64 implementation of docs/method.md section 1, written from the formulas,
 that the tests compare sj_ei's layers against (never calls sj_ei)."""
 import torch
 import torch.nn.functional as F
@@ -21,7 +21,7 @@ def channel_mix(w: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
 
 def ei_layer(x, weight_ee, weight_ie, weight_ei, gain_i=None, gain_e=None, bias=None,
              readout=False, straight_through=True, **conv):
-    """SPEC section 1 for one batch of samples ``x [N, ...]`` in float64; ``conv`` holds
+    """docs/method.md section 1 for one batch of samples ``x [N, ...]`` in float64; ``conv`` holds
     stride/padding/dilation for a convolution (absent: linear layer)."""
     project = (lambda w: F.conv2d(x, w, **conv)) if weight_ee.dim() == 4 else (lambda w: x @ w.T)
     i_ee, i_ie = project(weight_ee), project(weight_ie)

@@ -7,10 +7,8 @@ import torch
 from spikingjelly.activation_based import functional, monitor, neuron
 
 import sj_ei
-from sj_ei import cupy_backend
 from sj_ei.currents import EICurrents, integrate
 
-from cuda_emulation import Emulator
 from test_lif import moving_bar
 
 
@@ -32,18 +30,6 @@ def block(kind: str, **neuron_settings) -> sj_ei.EIBlock:
     for key, value in neuron_settings.items():
         setattr(node, key, value)
     return sj_ei.EIBlock(layer, node)
-
-
-@pytest.fixture(scope='module')
-def emulator(tmp_path_factory):
-    return Emulator(tmp_path_factory.mktemp('kernels'))
-
-
-@pytest.fixture
-def emulated_cupy(emulator, monkeypatch):
-    """``sj_ei.cupy_backend`` runs its kernels on the CPU (as in test_cupy_backend)."""
-    monkeypatch.setattr(cupy_backend, '_launch', emulator.launch)
-    monkeypatch.setattr(cupy_backend, 'require_cupy', lambda tensor: None)
 
 
 def test_the_neuron_chooses_what_the_layer_returns():

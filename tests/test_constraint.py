@@ -1,4 +1,4 @@
-"""Dale's law (SPEC section 4): after every optimizer step the E-I weights and gains are >= 0."""
+"""Dale's law (docs/method.md section 4): after every optimizer step the E-I weights and gains are >= 0."""
 import pytest
 import torch
 from spikingjelly.activation_based import functional

@@ -221,7 +221,7 @@ def test_every_tensor_of_the_authors_lands_in_its_sj_ei_parameter(layers, config
             assert torch.equal(getattr(layer, name), value), (ours, name)
 
 
-# ---- an independent float64 reference: SPEC sections 1-2 on the authors' tensors ----------------
+# ---- an independent float64 reference: docs/method.md sections 1-2 on the authors' tensors ----------------
 def _tensors(state, prefix, names, conv):
     """The authors' tensors of one layer, clamped where their forward clamps them."""
     get = lambda key: state[key].double()

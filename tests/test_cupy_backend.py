@@ -153,7 +153,7 @@ def grid(request, monkeypatch):
 
 
 def stabilized(raw: torch.Tensor) -> torch.Tensor:
-    """SPEC section 1's ``I_sh~`` of ``raw [T, N, ...]``: zeros -> the smallest positive value of the
+    """docs/method.md section 1's ``I_sh~`` of ``raw [T, N, ...]``: zeros -> the smallest positive value of the
     same (t, b) sample, or ``+inf`` where the sample has none."""
     flat = raw.flatten(2)
     lowest = flat.where(flat > 0, math.inf).amin(-1, keepdim=True)

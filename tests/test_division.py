@@ -66,7 +66,7 @@ def test_approximations_pass_the_gradient_straight_through():
 @pytest.mark.parametrize('division', [ShiftDivision(), LUTDivision(8)], ids=['shift', 'lut'])
 def test_layer_divides_by_the_approximation_and_backpropagates_the_exact_division(division):
     """The E-I layer's own backward equals autograd of ``g_E (I_EE - I_EI) / i_sh' + b_E``
-    with ``i_sh'`` the approximated ``I_sh~`` passed straight through (SPEC section 1, float64)."""
+    with ``i_sh'`` the approximated ``I_sh~`` passed straight through (docs/method.md section 1, float64)."""
     torch.manual_seed(0)
     x = event_frames()
     layer = sj_ei.EIConv2d(2, 16, 3, padding=1, step_mode='m').double()
@@ -93,7 +93,7 @@ def test_layer_divides_by_the_approximation_and_backpropagates_the_exact_divisio
     ref = gain_e.view(-1, 1, 1) * (conv(weight_ee) - i_ei) / (i_sh + (target - i_sh).detach()) + bias.view(-1, 1, 1)
     ref = ref.unflatten(0, x.shape[:2])
     scale = torch.ones(6, dtype=torch.float64)
-    scale[2] = 1 / layer.fan_in  # the 1/d gradient scale of W_EI (SPEC section 4)
+    scale[2] = 1 / layer.fan_in  # the 1/d gradient scale of W_EI (docs/method.md section 4)
     want = torch.autograd.grad(ref, [x, *params], grad)
     torch.testing.assert_close(out, ref)
     assert not torch.allclose(out, exact)  # the approximation is in use

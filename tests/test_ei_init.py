@@ -1,4 +1,4 @@
-"""E-I Init (SPEC section 3): data-driven, once, in forward order, saved in the state_dict."""
+"""E-I Init (docs/method.md section 3): data-driven, once, in forward order, saved in the state_dict."""
 import math
 
 import pytest

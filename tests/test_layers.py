@@ -1,5 +1,5 @@
-"""EIConv2d and EILinear compute SPEC section 1, in both step modes, with the
-gradients of SPEC section 4 (E-I Prop)."""
+"""EIConv2d and EILinear compute docs/method.md section 1, in both step modes, with the
+gradients of docs/method.md section 4 (E-I Prop)."""
 import pytest
 import torch
 from torch.autograd import gradcheck

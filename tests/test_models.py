@@ -1,4 +1,4 @@
-"""The paper's architectures (SPEC section 6) as E-I, batch-norm and plain SNNs."""
+"""The paper's architectures (docs/method.md section 6) as E-I, batch-norm and plain SNNs."""
 import copy
 import io
 

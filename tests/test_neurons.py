@@ -12,7 +12,6 @@ import sj_ei
 from sj_ei import _compat, cupy_backend
 from sj_ei.currents import EICurrents, integrate
 
-from cuda_emulation import Emulator
 from test_lif import layer_currents
 
 
@@ -97,18 +96,6 @@ def test_cupy_without_a_gpu_is_one_clear_error_from_sj_ei(make, x):
     with pytest.raises(cupy_backend.CupyUnavailableError,
                        match=r"backend 'cupy' needs CUDA tensors, but this machine has no CUDA GPU; use backend='torch'"):
         forward()
-
-
-@pytest.fixture(scope='module')
-def emulator(tmp_path_factory):
-    return Emulator(tmp_path_factory.mktemp('kernels'))
-
-
-@pytest.fixture
-def emulated_cupy(emulator, monkeypatch):
-    """``sj_ei.cupy_backend`` runs its kernels on the CPU (as in test_cupy_backend)."""
-    monkeypatch.setattr(cupy_backend, '_launch', emulator.launch)
-    monkeypatch.setattr(cupy_backend, 'require_cupy', lambda tensor: None)
 
 
 def run_node(backend, x, v0, store_v_seq=False):
