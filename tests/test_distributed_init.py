@@ -35,6 +35,7 @@ def _rank(rank, world, port, folder):
         net = DistributedDataParallel(tiny_net())
         net(shard(rank)).sum().backward()  # E-I Init happens in this first training forward
         torch.save(net.module.state_dict(), f'{folder}/rank{rank}.pth')
+        dist.barrier()  # both ranks done with gloo before either tears it down
     finally:
         dist.destroy_process_group()
 
