@@ -7,7 +7,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from spikingjelly.activation_based import functional, layer
+from spikingjelly.activation_based import layer
 
 import sj_ei
 

@@ -91,7 +91,7 @@ def test_dvsgesture_config_runs_an_epoch_on_the_real_format(tmp_path):
     assert 'vgg8 (ei) on dvsgesture: 11 train / 11 test samples, T=4' in result.stdout
     assert re.search(r'epoch 0: train loss [\d.]+ acc@1 [\d.]+ \| test loss [\d.]+ acc@1 [\d.]+ acc@5 [\d.]+ .*'
                      r'train [\d.]+ samples/s, test [\d.]+ samples/s', result.stdout), result.stdout
-    assert f'done: best test acc@1 ' in result.stdout.splitlines()[-1]
+    assert 'done: best test acc@1 ' in result.stdout.splitlines()[-1]
     assert f'checkpoints in {tmp_path / "run"} (checkpoint_max.pth' in result.stdout.splitlines()[-1]
     assert 'it/s' not in result.stderr and 'epoch 0' not in result.stderr  # no progress bar in a log file
     state = torch.load(tmp_path / 'run' / 'checkpoint_latest.pth', weights_only=True)

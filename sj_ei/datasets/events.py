@@ -33,7 +33,6 @@ import torch
 from torch.utils.data import Dataset, Subset
 from torchvision.datasets.utils import extract_archive
 from spikingjelly import datasets as sjds
-from spikingjelly.datasets import cifar10_dvs
 from spikingjelly.datasets.cifar10_dvs import CIFAR10DVS
 from spikingjelly.datasets.dvs128_gesture import DVS128Gesture
 
