@@ -398,7 +398,7 @@ def _test_batches(config: dict, n: int, synthetic: bool) -> List[torch.Tensor]:
             frames = x.sum(1)
             frames = frames / frames.amax((1, 2, 3), keepdim=True).clamp(min=1)
             x = torch.cat([frames, frames.mean(1, keepdim=True)], 1)
-        batches.append(x.transpose(0, 1) if x.dim() == 5 else x)
+        batches.append(datasets.model_input(x))
         if len(batches) == n:
             break
     return batches

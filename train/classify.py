@@ -112,9 +112,7 @@ def run_epoch(model, loader, device, amp, train, optimizer=None, scheduler=None,
     amp_dtype = torch.float16 if device.type == 'cuda' else torch.bfloat16
     with torch.set_grad_enabled(train):
         for x, labels in loader:
-            x, labels = x.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-            if x.dim() == 5:
-                x = x.transpose(0, 1)  # [B, T, C, H, W] -> [T, B, C, H, W]
+            x, labels = datasets.model_input(x.to(device, non_blocking=True)), labels.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
                 logits = model(x).mean(0)
                 loss = F.cross_entropy(logits.float(), labels)
@@ -197,7 +195,7 @@ def first_batch(loader, seed: int, device) -> torch.Tensor:
     """The model input of the first training batch of epoch 0 (what E-I Init sees)."""
     set_epoch(loader, seed, 0)
     x, _ = next(iter(loader))
-    return (x.transpose(0, 1) if x.dim() == 5 else x).to(device)
+    return datasets.model_input(x).to(device)
 
 
 def build_model(config: dict) -> sj_ei.models.SpikingClassifier:
@@ -307,7 +305,7 @@ def train(config: dict, resume=None) -> Summary:
                 writer.add_scalar(f'ops/{key}', value, epoch)
             if config['histograms']:
                 x, _ = next(iter(test_loader))
-                log_histograms(writer, model, (x.transpose(0, 1) if x.dim() == 5 else x).to(device), epoch)
+                log_histograms(writer, model, datasets.model_input(x).to(device), epoch)
             writer.flush()
             snapshot = dict(model=model.state_dict(), optimizer=optimizer.state_dict(),
                             scheduler=scheduler.state_dict(), scaler=scaler.state_dict(), epoch=epoch,

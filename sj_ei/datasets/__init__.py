@@ -24,6 +24,12 @@ NAMES = tuple(_INFO)
 SYNTHETIC_OPTIONS = dict(num_samples=1024, num_test_samples=512, size=32, seed=0)
 
 
+def model_input(x):
+    """A loader batch as a model's input: events ``[B, T, C, H, W] -> [T, B, C, H, W]``;
+    images ``[B, C, H, W]`` as they are (the model repeats them over T)."""
+    return x.transpose(0, 1) if x.dim() == 5 else x
+
+
 def info(name: str, **options) -> dict:
     """``dict(num_classes, in_channels, size=(H, W), events)`` of dataset ``name``
     (``size`` follows the ``size`` option of ``'synthetic'``)."""
