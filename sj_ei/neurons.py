@@ -20,6 +20,27 @@ from .currents import EICurrents
 from .lif import LIFConfig, lif
 
 
+class _Rate(torch.autograd.Function):
+    """``ReLU(I_IE)`` whose gradient also passes where ``I_IE`` is exactly 0, as the authors' I
+    population (the identity on ``I_IE >= 0``) does: there the layer's whole receptive field is
+    silent, ``I_EE`` and ``I_IE`` are both 0, and the inhibitory path carries the gradient that
+    balances the excitatory one (without it, the previous layer receives ``W_EE^T g_E / I_sh~``
+    alone, ``I_sh~`` being the tiny stabilization floor: see docs/collapse.md).  Negative ``I_IE``
+    (possible only without Dale's law) gives ``-0.0``, whose sign bit blocks the gradient, so
+    only the output is saved."""
+
+    @staticmethod
+    def forward(ctx, i_ie):
+        r = torch.where(i_ie >= 0, i_ie, i_ie.new_tensor(-0.0))
+        ctx.save_for_backward(r)
+        return r
+
+    @staticmethod
+    def backward(ctx, grad):
+        r, = ctx.saved_tensors
+        return grad.masked_fill(torch.signbit(r), 0)
+
+
 class _SpikeCount(torch.autograd.Function):
     """``floor(x / theta) * theta`` for ``x >= 0``; straight-through gradient."""
 
@@ -37,7 +58,7 @@ class IPopulation(nn.Module):
 
     ``mode='rate'`` gives ``ReLU(I_IE)``; ``mode='count'`` gives the number of
     spikes of threshold ``theta`` times ``theta`` (gradient passed straight
-    through where ``I_IE > 0``).
+    through where ``I_IE >= 0``).
     """
 
     def __init__(self, mode: str = 'rate', theta: float = 1.0):
@@ -49,7 +70,7 @@ class IPopulation(nn.Module):
         self.mode, self.theta = mode, float(theta)
 
     def forward(self, i_ie: torch.Tensor) -> torch.Tensor:
-        r = torch.relu(i_ie)
+        r = _Rate.apply(i_ie)
         return r if self.mode == 'rate' else _SpikeCount.apply(r, self.theta)
 
     def extra_repr(self):

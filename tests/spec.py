@@ -14,6 +14,12 @@ def stabilized(i_sh: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def rate(i_ie: torch.Tensor) -> torch.Tensor:
+    """The I population ``ReLU(I_IE)``, its gradient passing at exactly 0 (a silent receptive field),
+    as in the authors' code (docs/collapse.md)."""
+    return torch.where(i_ie >= 0, i_ie, 0.0)
+
+
 def channel_mix(w: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
     """``sum_c w[e, c] r[n, c, ...]``."""
     return torch.einsum('ec,nc...->ne...', w, r)
@@ -25,7 +31,7 @@ def ei_layer(x, weight_ee, weight_ie, weight_ei, gain_i=None, gain_e=None, bias=
     stride/padding/dilation for a convolution (absent: linear layer)."""
     project = (lambda w: F.conv2d(x, w, **conv)) if weight_ee.dim() == 4 else (lambda w: x @ w.T)
     i_ee, i_ie = project(weight_ee), project(weight_ie)
-    r_i = torch.relu(i_ie)
+    r_i = rate(i_ie)
     i_ei = channel_mix(weight_ei, r_i)
     if readout:
         return i_ee - i_ei

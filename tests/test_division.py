@@ -10,7 +10,7 @@ import sj_ei
 from sj_ei import datasets
 from sj_ei.division import LUTDivision, ShiftDivision, set_division
 
-from spec import channel_mix, stabilized
+from spec import channel_mix, rate, stabilized
 
 
 def magnitudes():
@@ -86,7 +86,7 @@ def test_layer_divides_by_the_approximation_and_backpropagates_the_exact_divisio
                                                            layer.gain_i, layer.gain_e, layer.bias)]
     weight_ee, weight_ie, weight_ei, gain_i, gain_e, bias = params
     conv = lambda w: torch.nn.functional.conv2d(flat, w, padding=1)
-    r_i = torch.relu(conv(weight_ie))
+    r_i = rate(conv(weight_ie))
     i_ei = channel_mix(weight_ei, r_i)
     i_sh = channel_mix(weight_ei, gain_i.view(-1, 1, 1) * r_i)
     target = division(stabilized(i_sh.detach()))
