@@ -8,9 +8,10 @@ from .currents import EICurrents
 from .init import EIInitError, ei_init, ei_layers
 from .constraint import constrain, clamp_
 from .division import set_division
-from . import models
+from . import health, models
 from . import convert
 
 __all__ = ['EIConv2d', 'EILinear', 'EIInitError', 'IPopulation', 'e_population', 'EILIFNode', 'EIBlock', 'EICurrents',
-           'ei_init', 'ei_layers', 'constrain', 'clamp_', 'set_division', 'set_backend', 'models', 'convert']
+           'ei_init', 'ei_layers', 'constrain', 'clamp_', 'set_division', 'set_backend', 'health', 'models',
+           'convert']
 __version__ = '0.1.0'

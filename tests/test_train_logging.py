@@ -68,7 +68,6 @@ def test_firing_rates_are_the_mean_spikes_of_each_e_population():
     for _ in range(2):
         net(x)
         functional.reset_net(net)
-        rates.batches += 1
     assert rates.rates()['features.2.neuron'] == pytest.approx(spikes['2'].mean().item(), rel=1e-6)
     with torch.no_grad():  # evaluation and E-I Init do not count
         net(x)

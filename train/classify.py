@@ -6,6 +6,10 @@
 SGD with momentum and weight decay, linear warm-up then cosine annealing per
 iteration, cross-entropy on the time-averaged output, E-I Init on the first
 training batch, Dale's law after every step, ``reset_net`` after every batch.
+A run no longer than its warm-up warms up over its first tenth instead (one line says so).
+After every epoch the run stops with one error when the network has collapsed (an E
+population silent or saturated, or the loss flat at ln(classes), for the whole epoch:
+``sj_ei.health``), keeping its checkpoints; ``-set collapse_check=false`` trains on.
 Writes TensorBoard logs, ``checkpoint_latest.pth`` and ``checkpoint_max.pth`` to ``out_dir``,
 which must not hold another run (``-resume`` continues a run in its own folder).
 Debug aid: with ``TRAIN_DUMP_RANK_PARAMS=DIR`` every rank also writes its parameters after
@@ -30,7 +34,7 @@ from spikingjelly.activation_based import functional
 
 import sj_ei
 import sj_ei.ops
-from sj_ei import convert, datasets
+from sj_ei import convert, datasets, health
 from sj_ei.cupy_backend import CupyUnavailableError
 
 from . import checkpoint
@@ -92,6 +96,39 @@ def warmup_cosine(warmup_steps: int, total_steps: int):
     return factor
 
 
+def warmup_steps(config: dict, steps: int) -> tuple:
+    """``(warm-up iterations, note)`` for ``steps`` iterations per epoch: ``warmup_epochs`` of them,
+    or, when the run is no longer than that (the learning rate would never reach its peak nor
+    the cosine begin), the first tenth of the run, with a one-line ``note`` saying so (else None)."""
+    if config['epochs'] > config['warmup_epochs']:
+        return config['warmup_epochs'] * steps, None
+    total = config['epochs'] * steps
+    scaled = max(1, round(total / 10))
+    return scaled, (f"warm-up: warmup_epochs {config['warmup_epochs']} >= epochs {config['epochs']}, so the learning "
+                    f'rate would never reach its peak; warming up over the first tenth of the run instead ({scaled} '
+                    f'of {total} steps). Set -set warmup_epochs=N with N < epochs to choose')
+
+
+def collapse(config: dict, rates: health.FiringRates, losses: list, distributed) -> str:
+    """``sj_ei.health.collapse`` of the epoch just trained (rates averaged and losses pooled over
+    all ranks, so every rank decides alike), or None (also when ``collapse_check`` is off)."""
+    if not config['collapse_check']:
+        return None
+    gathered = distributed.gather((rates.rates(), losses))
+    mean = {name: sum(r[name] for r, _ in gathered) / len(gathered) for name in gathered[0][0]}
+    return health.collapse(mean, [loss for _, part in gathered for loss in part],
+                           datasets.info(config['dataset'])['num_classes'])
+
+
+def collapse_message(problem: str, epoch: int, rates: dict, config: dict, out_dir: Path, best_epoch) -> str:
+    """The one error line of a collapsed run: what, when, the rates, what to try, the checkpoints."""
+    return (f'training collapsed at epoch {epoch}: {problem}; firing rates {health.format_rates(rates)}. '
+            f"Try a lower learning rate (-lr, now {config['lr']:g}), a wider network (-width, now "
+            f"{config['width']:g}) or a longer warm-up (-set warmup_epochs=N, now {config['warmup_epochs']}); "
+            f'-set collapse_check=false trains on regardless. The checkpoints are kept in {out_dir} '
+            f'(checkpoint_max.pth: epoch {best_epoch}, checkpoint_latest.pth: epoch {epoch})')
+
+
 def accuracy(logits, labels, k):
     top = logits.topk(min(k, logits.shape[1]), dim=1).indices
     return (top == labels[:, None]).any(1).float().sum().item()
@@ -103,9 +140,10 @@ def duration(seconds: float) -> str:
     return f'{s} s' if s < 120 else f'{s // 60} min {s % 60} s' if s < 7200 else f'{s // 3600} h {s % 3600 // 60} min'
 
 
-def run_epoch(model, loader, device, amp, train, optimizer=None, scheduler=None, scaler=None, rates=None,
+def run_epoch(model, loader, device, amp, train, optimizer=None, scheduler=None, scaler=None, losses=None,
               progress=None):
-    """One pass over ``loader``; returns (samples, loss sum, top-1 hits, top-5 hits, seconds)."""
+    """One pass over ``loader``; returns (samples, loss sum, top-1 hits, top-5 hits, seconds).
+    Appends every batch's loss to ``losses`` (a list) when given."""
     model.train(train)
     samples = loss_sum = top1 = top5 = 0.0
     start = time.time()
@@ -122,11 +160,12 @@ def run_epoch(model, loader, device, amp, train, optimizer=None, scheduler=None,
                 scaler.step(optimizer)
                 scaler.update()
                 scheduler.step()
-                rates.batches += 1
             functional.reset_net(model)
             n = labels.shape[0]
             samples += n
             loss_sum += loss.item() * n
+            if losses is not None:
+                losses.append(loss.item())
             top1 += accuracy(logits, labels, 1)
             top5 += accuracy(logits, labels, 5)
             if progress is not None:
@@ -240,8 +279,8 @@ def train(config: dict, resume=None) -> Summary:
     optimizer = torch.optim.SGD(model.parameters(), lr=config['lr'], momentum=config['momentum'],
                                 weight_decay=config['weight_decay'])
     steps = len(train_loader)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, warmup_cosine(config['warmup_epochs'] * steps, config['epochs'] * steps))
+    warmup, warmup_note = warmup_steps(config, steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(warmup, config['epochs'] * steps))
     scaler = torch.amp.GradScaler(device.type, enabled=config['amp'] and device.type == 'cuda')
     sj_ei.constrain(model, optimizer)
     start_epoch, best_acc1, best_epoch, test_acc1 = 0, -math.inf, None, None  # the first epoch is the best so far
@@ -270,15 +309,18 @@ def train(config: dict, resume=None) -> Summary:
             start = ('resumed' if state else 'loaded' if config['init_from'] else
                      'E-I Init' if config['norm'] == 'ei' else 'initialization')
             print(f'{start}: parameters identical on all {distributed.world} ranks', flush=True)
+        if warmup_note:
+            print(warmup_note, flush=True)
     try:
         for epoch in range(start_epoch, config['epochs']):
             set_epoch(train_loader, config['seed'], epoch)
             rates.reset()
+            losses = []
             # a bar only on a terminal: in a log file its updates would be thousands of lines
             progress = tqdm(total=steps, desc=f'epoch {epoch}', leave=False,
                             disable=not (distributed.main and sys.stderr.isatty()))
             *train_stats, train_time = run_epoch(net, train_loader, device, config['amp'], True, optimizer,
-                                                 scheduler, scaler, rates, progress)
+                                                 scheduler, scaler, losses, progress)
             progress.close()
             with sj_ei.ops.Counter(model, baseline=config['norm'] != 'ei') as counter:
                 *test_stats, test_time = run_epoch(net, test_loader, device, config['amp'], False)
@@ -287,7 +329,10 @@ def train(config: dict, resume=None) -> Summary:
             tn, tloss, ttop1, ttop5 = distributed.sum(*test_stats)
             distributed.check_identical(model)
             rng = distributed.gather(checkpoint.rng_states())
+            problem = collapse(config, rates, losses, distributed)
             if not distributed.main:
+                if problem:
+                    raise health.CollapseError(problem)
                 continue
             acc1, test_acc1 = 100 * top1 / n, 100 * ttop1 / tn
             is_best = test_acc1 > best_acc1
@@ -316,6 +361,9 @@ def train(config: dict, resume=None) -> Summary:
             print(f'epoch {epoch}: train loss {loss / n:.4f} acc@1 {acc1:.2f} | test loss {tloss / tn:.4f} '
                   f'acc@1 {test_acc1:.2f} acc@5 {100 * ttop5 / tn:.2f} | best acc@1 {best_acc1:.2f} | '
                   f'train {n / train_time:.1f} samples/s, test {tn / test_time:.1f} samples/s', flush=True)
+            if problem:
+                writer.close()
+                raise health.CollapseError(collapse_message(problem, epoch, rates.rates(), config, out_dir, best_epoch))
     except KeyboardInterrupt:
         latest = out_dir / 'checkpoint_latest.pth'
         if distributed.main:
@@ -375,7 +423,7 @@ def evaluate_pretrained(config: dict, path) -> Evaluation:
 
 
 USER_ERRORS = (cfg.ConfigError, checkpoint.CheckpointError, datasets.DatasetNotFoundError, sj_ei.EIInitError,
-               convert.ConversionError, CupyUnavailableError)
+               convert.ConversionError, CupyUnavailableError, health.CollapseError)
 
 
 def main(argv=None):

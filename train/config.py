@@ -47,6 +47,8 @@ SCHEMA = {
     'init_from': (str, None, "start from the weights of this checkpoint (this trainer's, or a DeepEISNN model) "
                              'instead of E-I Init, with a fresh optimizer and schedule (fine-tuning, more epochs)'),
     'histograms': (bool, False, "TensorBoard histograms of E-I parameters and each layer's I_int, every epoch"),
+    'collapse_check': (bool, True, 'stop with an error when, for a whole epoch, an E population is silent or '
+                                   'saturated or the loss is flat at ln(classes) (docs/collapse.md)'),
     'num_samples': (int, 1024, 'synthetic dataset only: training samples'),
     'num_test_samples': (int, 512, 'synthetic dataset only: test samples'),
     'size': (int, 32, 'synthetic dataset only: frame height and width (>= 8; >= 32 for the VGGs)'),

@@ -1,40 +1,11 @@
-"""What the trainer measures inside the network: E firing rates and E-I histograms."""
+"""What the trainer measures inside the network: E firing rates (``sj_ei.health``, which also
+says when a network has collapsed) and E-I histograms."""
 import torch
-from spikingjelly.activation_based import functional, neuron
+from spikingjelly.activation_based import functional
 
 import sj_ei
 from sj_ei.currents import EICurrents, integrate
-
-
-def e_populations(model: torch.nn.Module) -> dict:
-    """``{name: module}`` of every spiking neuron (spikingjelly ``BaseNode``): the E populations,
-    whose forward output is their spikes on every backend (the fused ``EILIFNode`` too)."""
-    return {name: m for name, m in model.named_modules() if isinstance(m, neuron.BaseNode)}
-
-
-class FiringRates:
-    """Mean spike rate of every E population over the training batches since ``reset``.
-
-    A forward hook adds the mean of each population's spikes ``[T, B, ...]`` while
-    gradients are enabled (training forwards, not E-I Init or evaluation);
-    ``batches`` is counted by the training loop.
-    """
-
-    def __init__(self, model: torch.nn.Module):
-        self.sums, self.batches = {}, 0
-        for name, m in e_populations(model).items():
-            m.register_forward_hook(lambda m, inputs, spikes, name=name: self._add(name, spikes))
-
-    def _add(self, name, spikes):
-        if torch.is_grad_enabled():
-            self.sums[name] = self.sums.get(name, 0) + spikes.detach().float().mean()
-
-    def reset(self):
-        self.sums, self.batches = {}, 0
-
-    def rates(self) -> dict:
-        """``{population name: spikes per neuron per time step}``."""
-        return {name: (total / max(1, self.batches)).item() for name, total in self.sums.items()}
+from sj_ei.health import FiringRates, e_populations  # noqa: F401  (the trainer's monitor)
 
 
 @torch.no_grad()
