@@ -67,3 +67,64 @@ def test_a_loss_flat_at_ln_classes_is_a_collapse_and_a_loss_that_moves_is_not():
     assert 'flat at ln(10)' in health.collapse(alive, flat, num_classes=10)
     assert health.collapse(alive, [math.log(10), 2.29, math.log(10)], num_classes=10) is None
     assert health.collapse(alive, flat) is None  # without num_classes the loss is not judged
+
+
+def run_trainer(argv, monkeypatch, capsys):
+    """``python -m train.classify argv`` in process: ``(exit status, stdout, stderr)``."""
+    monkeypatch.setattr('torchvision.datasets.cifar.check_integrity', lambda path, md5=None: True)  # a tiny copy
+    try:
+        classify.main([str(a) for a in argv])
+        status = 0
+    except SystemExit as e:
+        status = e.code
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def test_a_collapsing_run_stops_with_one_error_and_keeps_its_checkpoints(tmp_path, monkeypatch, capsys):
+    """A learning rate 200x the quick start's silences the last E population within two epochs."""
+    run = tmp_path / 'run'
+    status, out, err = run_trainer(['-cfg', ROOT / 'configs/quickstart.yaml', '-width', '0.125', '-T', '2',
+                                    '-set', 'num_samples=32', '-set', 'num_test_samples=16', '-b', '8',
+                                    '-epochs', '6', '-lr', '1', '-out-dir', run], monkeypatch, capsys)
+    assert status == 2
+    errors = [line for line in err.splitlines() if line.startswith('error:')]
+    assert len(errors) == 1, err
+    match = re.match(r"error: training collapsed at epoch (\d+): E population '([\w.]+)' is (silent|saturated)", errors[0])
+    assert match, errors[0]
+    epoch = int(match.group(1))
+    assert epoch < 5 and f'epoch {epoch}:' in out and f'epoch {epoch + 1}:' not in out  # it stopped there
+    assert 'firing rates features.0.neuron' in errors[0] and '-lr, now 1' in errors[0]
+    assert 'collapse_check=false' in errors[0] and str(run) in errors[0]
+    latest = torch.load(run / 'checkpoint_latest.pth', map_location='cpu', weights_only=False)
+    best = torch.load(run / 'checkpoint_max.pth', map_location='cpu', weights_only=False)
+    assert latest['epoch'] == epoch and best['epoch'] <= epoch
+    assert all(torch.isfinite(v).all() for v in latest['model'].values() if v.is_floating_point())
+
+    status, out, err = run_trainer(['-cfg', ROOT / 'configs/quickstart.yaml', '-width', '0.125', '-T', '2',
+                                    '-set', 'num_samples=32', '-set', 'num_test_samples=16', '-b', '8',
+                                    '-epochs', '3', '-lr', '1', '-set', 'collapse_check=false',
+                                    '-out-dir', tmp_path / 'on'], monkeypatch, capsys)
+    assert status == 0 and 'epoch 2:' in out and 'error' not in err  # told to, it trains on
+
+
+def test_collapse_check_is_a_validated_config_key():
+    config = cfg.load(ROOT / 'configs/quickstart.yaml')
+    assert config['collapse_check'] is True
+    cfg.override(config, 'collapse_check', 'false', '-set collapse_check=false')
+    assert config['collapse_check'] is False
+    with pytest.raises(cfg.ConfigError, match='collapse_check must be bool'):
+        cfg.override(config, 'collapse_check', 'sometimes', '-set collapse_check=sometimes')
+
+
+def test_a_run_no_longer_than_its_warm_up_warms_up_over_its_first_tenth():
+    """-epochs 4 on the paper's 10-epoch warm-up: the peak is reached, then the cosine runs."""
+    paper = cfg.load(ROOT / 'configs/cifar10_vgg8.yaml')
+    assert classify.warmup_steps(paper, steps=390) == (3900, None)  # 300 epochs: as the paper
+    short = {**paper, 'epochs': 4}
+    warmup, note = classify.warmup_steps(short, steps=50)
+    assert warmup == 20 and 'warmup_epochs 10 >= epochs 4' in note and '20 of 200 steps' in note
+    factor = classify.warmup_cosine(warmup, 4 * 50)
+    lr = [factor(step) for step in range(200)]
+    assert lr[0] == pytest.approx(1 / 20) and lr[19] == 1.0 and max(lr) == 1.0
+    assert lr[-1] < 0.001 and all(a >= b for a, b in zip(lr[19:], lr[20:]))  # then the cosine, down to ~0
