@@ -22,8 +22,10 @@ from spikingjelly.activation_based import neuron
 SILENT = 1e-4
 #: ... and more than this, saturated
 SATURATED = 0.99
-#: a loss this close to ln(num_classes) at every step is flat: the output carries no information
-FLAT = 1e-4
+#: a loss this close to ln(num_classes) at every one of at least FLAT_STEPS steps is flat: the
+#: output no longer depends on the input (at E-I Init it is ~1e-2 away, and moves from batch to batch)
+FLAT = 1e-3
+FLAT_STEPS = 8
 
 
 class CollapseError(RuntimeError):
@@ -72,13 +74,14 @@ def collapse(rates: dict, losses: Sequence[float] = (), num_classes: Optional[in
 
     ``rates``: ``{population: mean firing rate}`` over a period (e.g. ``FiringRates.rates()`` over
     an epoch); ``losses``: the training losses of that period, with ``num_classes``.  Collapsed:
-    E populations with a rate below ``silent`` or above ``saturated`` (all are named), or every loss within
-    ``FLAT`` of ``ln(num_classes)`` (the output no longer depends on the input)."""
+    E populations with a rate below ``silent`` or above ``saturated`` (all are named), or at least
+    ``FLAT_STEPS`` losses, every one within ``FLAT`` of ``ln(num_classes)``."""
     dead = [f'{name!r} is {"silent" if rate < silent else "saturated (a spike at nearly every step)"} '
             f'(mean firing rate {rate:.3g})' for name, rate in rates.items() if rate < silent or rate > saturated]
     if dead:
         return 'E population ' + '; '.join(dead)
-    if losses and num_classes and all(abs(loss - math.log(num_classes)) < FLAT for loss in losses):
+    if (len(losses) >= FLAT_STEPS and num_classes
+            and all(abs(loss - math.log(num_classes)) < FLAT for loss in losses)):
         return (f'the loss is flat at ln({num_classes}) = {math.log(num_classes):.4f} '
                 f'(all {len(losses)} steps): the output no longer depends on the input')
     return None

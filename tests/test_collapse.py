@@ -63,9 +63,10 @@ def test_health_names_a_silent_and_a_saturated_e_population_of_a_real_network():
 
 def test_a_loss_flat_at_ln_classes_is_a_collapse_and_a_loss_that_moves_is_not():
     alive = {'features.0.neuron': 0.1}
-    flat = [math.log(10)] * 5
+    flat = [math.log(10) + 1e-4 * (-1) ** i for i in range(health.FLAT_STEPS)]
     assert 'flat at ln(10)' in health.collapse(alive, flat, num_classes=10)
-    assert health.collapse(alive, [math.log(10), 2.29, math.log(10)], num_classes=10) is None
+    assert health.collapse(alive, flat[:-1] + [2.29], num_classes=10) is None  # one step that moves
+    assert health.collapse(alive, flat[:-1], num_classes=10) is None  # too few steps to judge
     assert health.collapse(alive, flat) is None  # without num_classes the loss is not judged
 
 
