@@ -109,15 +109,16 @@ def warmup_steps(config: dict, steps: int) -> tuple:
                     f'of {total} steps). Set -set warmup_epochs=N with N < epochs to choose')
 
 
-def collapse(config: dict, rates: health.FiringRates, losses: list, distributed) -> str:
-    """``sj_ei.health.collapse`` of the epoch just trained (rates averaged and losses pooled over
-    all ranks, so every rank decides alike), or None (also when ``collapse_check`` is off)."""
+def collapse(config: dict, rates: health.FiringRates, losses: list, distributed) -> tuple:
+    """``(sj_ei.health.collapse sentence or None, firing rates)`` of the epoch just trained, the rates
+    averaged and the losses pooled over all ranks, so every rank decides alike; ``(None, None)``
+    when ``collapse_check`` is off."""
     if not config['collapse_check']:
-        return None
+        return None, None
     gathered = distributed.gather((rates.rates(), losses))
     mean = {name: sum(r[name] for r, _ in gathered) / len(gathered) for name in gathered[0][0]}
-    return health.collapse(mean, [loss for _, part in gathered for loss in part],
-                           datasets.info(config['dataset'])['num_classes'])
+    pooled = [loss for _, part in gathered for loss in part]
+    return health.collapse(mean, pooled, datasets.info(config['dataset'])['num_classes']), mean
 
 
 def collapse_message(problem: str, epoch: int, rates: dict, config: dict, out_dir: Path, best_epoch) -> str:
@@ -329,10 +330,10 @@ def train(config: dict, resume=None) -> Summary:
             tn, tloss, ttop1, ttop5 = distributed.sum(*test_stats)
             distributed.check_identical(model)
             rng = distributed.gather(checkpoint.rng_states())
-            problem = collapse(config, rates, losses, distributed)
+            problem, mean_rates = collapse(config, rates, losses, distributed)
             if not distributed.main:
                 if problem:
-                    raise health.CollapseError(problem)
+                    raise SystemExit(2)  # rank 0 says why
                 continue
             acc1, test_acc1 = 100 * top1 / n, 100 * ttop1 / tn
             is_best = test_acc1 > best_acc1
@@ -363,7 +364,7 @@ def train(config: dict, resume=None) -> Summary:
                   f'train {n / train_time:.1f} samples/s, test {tn / test_time:.1f} samples/s', flush=True)
             if problem:
                 writer.close()
-                raise health.CollapseError(collapse_message(problem, epoch, rates.rates(), config, out_dir, best_epoch))
+                raise health.CollapseError(collapse_message(problem, epoch, mean_rates, config, out_dir, best_epoch))
     except KeyboardInterrupt:
         latest = out_dir / 'checkpoint_latest.pth'
         if distributed.main:
