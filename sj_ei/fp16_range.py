@@ -27,14 +27,14 @@ from . import datasets
 
 FP16_MAX, FP16_TINY = 65504.0, 2.0 ** -24
 FIRST_SCALE = 2.0 ** 16
-EXPONENT_LOW = -160  # below float32's smallest subnormal (2^-149)
+EXPONENT_LOW, EXPONENT_HIGH = -160, 128  # the histogram's bins: float32's exponents and its subnormals
 
 
 def exponent_histogram(g: torch.Tensor) -> torch.Tensor:
     """Counts of ``floor(log2 |g|)`` over the non-zero entries of ``g``, bin ``k - EXPONENT_LOW`` for
     exponent ``k`` (``|g| < 2^k`` exactly when its exponent is below ``k``)."""
     exponents = torch.frexp(g[g != 0].abs())[1] - 1
-    return torch.bincount(exponents - EXPONENT_LOW, minlength=-EXPONENT_LOW).cpu()
+    return torch.bincount(exponents - EXPONENT_LOW, minlength=EXPONENT_HIGH - EXPONENT_LOW).cpu()
 
 
 def train_and_record(steps: int, batch: int = 32, seed: int = 0, device=torch.device('cpu')) -> dict:

@@ -19,6 +19,7 @@ def test_exponent_histogram_and_the_float16_summary_at_the_boundaries():
     # 2^-40 flushes at 2^15 (2^-25) but not at 2^16 (2^-24 is float16's smallest subnormal); 2^-45 at both
     g = torch.tensor([2.0 ** -45, -2.0 ** -40, 0.0, 0.75, -1.0])
     histogram = fp16_range.exponent_histogram(g)
+    assert len(histogram) == len(fp16_range.exponent_histogram(torch.tensor([3e38])))  # one length for all
     assert histogram.sum() == 4 and histogram[-45 - fp16_range.EXPONENT_LOW] == 1
     assert histogram[-1 - fp16_range.EXPONENT_LOW] == 1 and histogram[0 - fp16_range.EXPONENT_LOW] == 1
     [row] = fp16_range.summary(dict(layers={'block': [(1.0, histogram)]}, losses=[2.3]))
