@@ -31,10 +31,14 @@ EXPONENT_LOW, EXPONENT_HIGH = -160, 128  # the histogram's bins: float32's expon
 
 
 def exponent_histogram(g: torch.Tensor) -> torch.Tensor:
-    """Counts of ``floor(log2 |g|)`` over the non-zero entries of ``g``, bin ``k - EXPONENT_LOW`` for
-    exponent ``k`` (``|g| < 2^k`` exactly when its exponent is below ``k``)."""
-    exponents = torch.frexp(g[g != 0].abs())[1] - 1
-    return torch.bincount(exponents - EXPONENT_LOW, minlength=EXPONENT_HIGH - EXPONENT_LOW).cpu()
+    """``[2, bins]`` float64: the count (row 0) and the summed magnitude (row 1) of the non-zero entries of
+    ``g`` per ``floor(log2 |g|)``, bin ``k - EXPONENT_LOW`` for exponent ``k`` (``|g| < 2^k`` exactly when
+    its exponent is below ``k``)."""
+    magnitudes = g[g != 0].abs()
+    bins = torch.frexp(magnitudes)[1] - 1 - EXPONENT_LOW
+    size = EXPONENT_HIGH - EXPONENT_LOW
+    return torch.stack([torch.bincount(bins, minlength=size).double(),
+                        torch.bincount(bins, weights=magnitudes.double(), minlength=size)]).cpu()
 
 
 def train_and_record(steps: int, batch: int = 32, seed: int = 0, device=torch.device('cpu')) -> dict:
@@ -77,30 +81,36 @@ def train_and_record(steps: int, batch: int = 32, seed: int = 0, device=torch.de
 
 def summary(record: dict) -> list:
     """Per layer: the largest gradient, the fraction of steps overflowing at ``FIRST_SCALE``, the largest
-    safe power-of-two scale and the fraction of non-zero entries flushed to 0 there and at ``FIRST_SCALE``."""
+    safe power-of-two scale, and the fractions of the non-zero entries and of their summed magnitude
+    flushed to 0 at that scale and at ``FIRST_SCALE``."""
     rows = []
     for name, steps in record['layers'].items():
         largest = max(m for m, _ in steps)
         safe = 2.0 ** math.floor(math.log2(FP16_MAX / largest))
-        counts = sum(histogram for _, histogram in steps)
+        histogram = sum(h for _, h in steps)
         # g scale < 2^-24 exactly when floor(log2 g) < -24 - log2(scale), for a power-of-two scale
-        flushed = lambda scale: counts[:-24 - round(math.log2(scale)) - EXPONENT_LOW].sum().item() / counts.sum().item()
+        flushed = lambda scale: (histogram[:, :-24 - round(math.log2(scale)) - EXPONENT_LOW].sum(1)
+                                 / histogram.sum(1)).tolist()
+        (entries_safe, mass_safe), (entries_first, mass_first) = flushed(safe), flushed(FIRST_SCALE)
         rows.append(dict(layer=name, max_grad=largest,
                          steps_overflowing=sum(m * FIRST_SCALE > FP16_MAX for m, _ in steps) / len(steps),
-                         safe_scale=safe, flushed_at_safe=flushed(safe), flushed_at_first=flushed(FIRST_SCALE)))
+                         safe_scale=safe, flushed_at_safe=entries_safe, flushed_mass_at_safe=mass_safe,
+                         flushed_at_first=entries_first, flushed_mass_at_first=mass_first))
     return rows
 
 
 def table(rows: list, losses: list) -> str:
     lines = [f'{len(losses)} float32 steps, loss {losses[0]:.3f} -> {sum(losses[-10:]) / min(10, len(losses)):.3f} '
              f'(mean of the last 10); dL/dI_EE per E-I layer against float16 (max {FP16_MAX:g}, '
-             f'smallest subnormal 2^-24), GradScaler first scale 2^16',
+             'smallest subnormal 2^-24), GradScaler first scale 2^16; flushed: % of the non-zero entries '
+             '(% of their summed magnitude) below 2^-24 once scaled',
              f"{'layer':<14}{'max |g|':>10}{'steps > max at 2^16':>21}{'safe scale':>12}"
-             f"{'flushed at safe':>17}{'at 2^16':>10}"]
+             f"{'flushed at safe':>22}{'flushed at 2^16':>22}"]
     for r in rows:
         lines.append(f"{r['layer']:<14}{r['max_grad']:>10.3g}{100 * r['steps_overflowing']:>20.1f}%"
-                     f"{'2^%d' % math.log2(r['safe_scale']):>12}{100 * r['flushed_at_safe']:>16.3f}%"
-                     f"{100 * r['flushed_at_first']:>9.3f}%")
+                     f"{'2^%d' % math.log2(r['safe_scale']):>12}"
+                     f"{100 * r['flushed_at_safe']:>11.3f}% ({100 * r['flushed_mass_at_safe']:.2g}%)"
+                     f"{100 * r['flushed_at_first']:>11.3f}% ({100 * r['flushed_mass_at_first']:.2g}%)")
     return '\n'.join(lines)
 
 

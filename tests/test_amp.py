@@ -19,12 +19,15 @@ def test_exponent_histogram_and_the_float16_summary_at_the_boundaries():
     # 2^-40 flushes at 2^15 (2^-25) but not at 2^16 (2^-24 is float16's smallest subnormal); 2^-45 at both
     g = torch.tensor([2.0 ** -45, -2.0 ** -40, 0.0, 0.75, -1.0])
     histogram = fp16_range.exponent_histogram(g)
-    assert len(histogram) == len(fp16_range.exponent_histogram(torch.tensor([3e38])))  # one length for all
-    assert histogram.sum() == 4 and histogram[-45 - fp16_range.EXPONENT_LOW] == 1
-    assert histogram[-1 - fp16_range.EXPONENT_LOW] == 1 and histogram[0 - fp16_range.EXPONENT_LOW] == 1
+    assert histogram.shape == fp16_range.exponent_histogram(torch.tensor([3e38])).shape  # one size for all
+    counts, mass = histogram
+    assert counts.sum() == 4 and counts[-45 - fp16_range.EXPONENT_LOW] == 1 and mass.sum() == 1.75 + 2.0 ** -40 + 2.0 ** -45
+    assert counts[-1 - fp16_range.EXPONENT_LOW] == 1 and mass[0 - fp16_range.EXPONENT_LOW] == 1.0
     [row] = fp16_range.summary(dict(layers={'block': [(1.0, histogram)]}, losses=[2.3]))
     assert row['max_grad'] == 1.0 and row['steps_overflowing'] == 1.0 and row['safe_scale'] == 2.0 ** 15
     assert row['flushed_at_safe'] == 2 / 4 and row['flushed_at_first'] == 1 / 4
+    assert row['flushed_mass_at_safe'] == (2.0 ** -45 + 2.0 ** -40) / mass.sum().item()
+    assert row['flushed_mass_at_first'] == 2.0 ** -45 / mass.sum().item()
     assert torch.tensor(2.0 ** -40 * 2 ** 16).half().item() > 0 and torch.tensor(2.0 ** -40 * 2 ** 15).half() == 0
 
 
