@@ -80,8 +80,7 @@ def compare(candidate: dict, reference: dict) -> dict:
                 logits_max_diff=(candidate['logits'] - reference['logits']).abs().max().item(),
                 loss=candidate['loss'], loss_ref=reference['loss'], grad_rel_errors=errors,
                 grad_rel_error_max=max(errors.values()), grad_rel_error_median=statistics.median(errors.values()),
-                grads_finite=all(g.isfinite().all().item()
-                                                                          for g in candidate['grads'].values()))
+                grads_finite=all(g.isfinite().all().item() for g in candidate['grads'].values()))
 
 
 def run(model_name='vgg8', batch=128, T=4, size=32, width=1.0, device=torch.device('cpu'), seed=0,
