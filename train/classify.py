@@ -116,10 +116,11 @@ def run_epoch(model, loader, device, amp, train, optimizer=None, scheduler=None,
     model.train(train)
     samples = loss_sum = top1 = top5 = 0.0
     start = time.time()
+    dtype = amp_dtype(device)
     with torch.set_grad_enabled(train):
         for x, labels in loader:
             x, labels = datasets.model_input(x.to(device, non_blocking=True)), labels.to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=amp_dtype(device), enabled=amp):
+            with torch.autocast(device.type, dtype=dtype, enabled=amp):
                 logits = model(x).mean(0)
                 loss = F.cross_entropy(logits.float(), labels)
             if train:
