@@ -131,8 +131,9 @@ def set_backend(net: nn.Module, backend: str) -> None:
         raise BackendError("backend 'cupy' runs CuPy kernels on a CUDA GPU, but torch sees no CUDA device "
                            "on this machine; use backend 'torch'")
     if backend == 'cupy' and importlib.util.find_spec('cupy') is None:
-        raise BackendError("backend 'cupy' needs CuPy, which is not installed: pip install cupy-cuda12x "
-                           "(or sj_ei[cupy]), or use backend 'torch'")
+        from .cupy_backend import install_hint
+        raise BackendError(f"backend 'cupy' needs CuPy, which is not installed: {install_hint()}; "
+                           "or use backend 'torch'")
     if SJ_MAJOR == 0:
         functional.set_backend(net, backend)
         return

@@ -20,8 +20,11 @@ machine-independent; each storage counted once, parameters excluded and reported
 on a GPU, the peak allocated memory of a step.  Ratios ("x BN") are against the fastest
 batch-norm row of the same model and backend in the same run (marked ``*``), so that the
 baseline has the fastest LIF available to it and the ratio measures E-I, not a slower neuron.
+A variant that fails (say a CuPy kernel that does not launch) is a row with its error; the
+others are still measured.
 """
 import argparse
+import contextlib
 import gc
 import json
 import platform
@@ -202,34 +205,59 @@ def spread(times) -> dict:
     return dict(median_s=statistics.median(times), q1_s=q1, q3_s=q3, min_s=min(times), max_s=max(times))
 
 
-def baseline(rows: list, backend: str) -> dict:
-    """The fastest batch-norm row of ``backend``: what the ratios are taken against."""
-    return min((r for r in rows if r['norm'] == 'bn' and r['backend'] == backend), key=lambda r: r['median_s'])
+def baseline(rows: list, backend: str):
+    """The fastest measured batch-norm row of ``backend``: what the ratios are taken against (None if none)."""
+    return min((r for r in rows if r['norm'] == 'bn' and r['backend'] == backend and 'error' not in r),
+               key=lambda r: r['median_s'], default=None)
+
+
+@contextlib.contextmanager
+def recorded(row: dict):
+    """Run the block; an exception it raises ends it and becomes ``row['error']`` (one line), so that a
+    variant that fails (a kernel that does not compile or launch, out of memory, ...) is a row with its
+    error and the other variants are still measured."""
+    try:
+        yield
+    except Exception as e:
+        row['error'] = ' '.join(f'{type(e).__name__}: {e}'.split())[:500]
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
 
 def measure(name, triples, shape, batch, T, size, device, warmup, repeats, channels):
     """Rows for every (norm, neuron, backend) of model ``name``: memory with one variant alive at a
-    time (after one step), then step times taken in turns (one step of each variant per round)."""
+    time (after one step), then step times taken in turns (one step of each variant per round).
+    A variant that fails has ``error`` in its row instead of figures."""
     make = lambda norm, neuron, backend: _Run(name, norm, neuron, backend, shape, batch, T, size, device, channels)
-    rows = []
-    for norm, neuron, backend in triples:
-        run = make(norm, neuron, backend)
-        run.step()
-        rows.append(dict(model=name, norm=norm, neuron=neuron, backend=backend, **run.memory()))
-        del run
-        gc.collect()
-    runs = [make(*triple) for triple in triples]
-    for run in runs:
-        for _ in range(warmup):
+    rows = [dict(model=name, norm=norm, neuron=neuron, backend=backend) for norm, neuron, backend in triples]
+    for row, triple in zip(rows, triples):
+        with recorded(row):
+            run = make(*triple)
             run.step()
-    times = [[] for _ in runs]
+            row.update(run.memory())
+        run = None
+        gc.collect()
+    timed = []  # (row, run, step times) of the variants still standing
+    for row, triple in zip(rows, triples):
+        if 'error' not in row:
+            with recorded(row):
+                run = make(*triple)
+                for _ in range(warmup):
+                    run.step()
+                timed.append((row, run, []))
+            run = None
     for _ in range(repeats):
-        for run, t in zip(runs, times):
-            t.append(run.timed_step())
-    for row, t in zip(rows, times):
-        row.update(spread(t), times_s=t)
+        timed = [variant for variant in timed if 'error' not in variant[0]]
+        for row, run, times in timed:
+            with recorded(row):
+                times.append(run.timed_step())
+    for row, _, times in timed:
+        if 'error' not in row:
+            row.update(spread(times), times_s=times)
     for row in rows:
         base = baseline(rows, row['backend'])
+        if 'error' in row or base is None:
+            continue
         row['baseline'] = row is base
         row['time_ratio'] = row['median_s'] / base['median_s']
         row['saved_ratio'] = row['saved_bytes'] / base['saved_bytes']
@@ -269,13 +297,16 @@ def table(result: dict) -> str:
             "x BN: against the fastest bn row of the same model and backend (*)")
     lines = [head, f"{'model':<10}{'norm':<8}{'neuron':<8}{'backend':<9}{'step ms (q1-q3)':>24}{'x BN':>7}"
                    f"{'saved MB':>11}{'x BN':>7}" + (f"{'peak MB':>10}{'x BN':>7}" if gpu else '')]
+    ratio = lambda r, key: f"{r[key]:>7.2f}" if key in r else f"{'-':>7}"  # '-': no bn row of its backend
     for r in result['rows']:
+        variant = f"{r['model']:<10}{r['norm'] + ('*' if r.get('baseline') else ''):<8}{r['neuron']:<8}{r['backend']:<9}"
+        if 'error' in r:
+            lines.append(f"{variant}  failed: {r['error']}")
+            continue
         spread_ms = f"{1e3 * r['median_s']:.1f} ({1e3 * r['q1_s']:.1f}-{1e3 * r['q3_s']:.1f})"
-        norm = r['norm'] + ('*' if r['baseline'] else '')
-        line = (f"{r['model']:<10}{norm:<8}{r['neuron']:<8}{r['backend']:<9}{spread_ms:>24}{r['time_ratio']:>7.2f}"
-                f"{r['saved_bytes'] / 2**20:>11.1f}{r['saved_ratio']:>7.2f}")
+        line = f"{variant}{spread_ms:>24}{ratio(r, 'time_ratio')}{r['saved_bytes'] / 2**20:>11.1f}{ratio(r, 'saved_ratio')}"
         if gpu:
-            line += f"{r['peak_bytes'] / 2**20:>10.1f}{r['peak_ratio']:>7.2f}"
+            line += f"{r['peak_bytes'] / 2**20:>10.1f}{ratio(r, 'peak_ratio')}"
         lines.append(line)
     if result['cupy_skipped']:
         lines.append(result['cupy_skipped'])

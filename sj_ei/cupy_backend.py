@@ -40,6 +40,7 @@ storage dtype) as header-free CUDA C and compiled by CuPy (NVRTC) on first use.
 import dataclasses
 import hashlib
 import math
+import warnings
 from functools import lru_cache
 from typing import NamedTuple, Optional
 
@@ -52,6 +53,17 @@ BLOCK = 256
 _HINT = "use backend='torch' (sj_ei.set_backend(net, 'torch')) or move the network and its input to a CUDA device"
 
 
+def install_hint() -> str:
+    """How to install the CuPy wheel built for the CUDA major version of the installed torch."""
+    cuda = torch.version.cuda
+    if cuda is None:
+        return ('pip install the CuPy of your CUDA torch: cupy-cuda12x for CUDA 12, cupy-cuda13x for CUDA 13 '
+                '(or sj_ei[cupy-cuda12x] / sj_ei[cupy-cuda13x])')
+    wheel = f"cupy-cuda{cuda.split('.')[0]}x"
+    extra = f' (or sj_ei[{wheel}])' if wheel in ('cupy-cuda12x', 'cupy-cuda13x') else ''
+    return f'pip install {wheel}{extra}, the CuPy for the CUDA {cuda} of this torch'
+
+
 class CupyUnavailableError(RuntimeError):
     """backend 'cupy' was asked for where it cannot run."""
 
@@ -62,7 +74,7 @@ def _cupy_problem() -> Optional[str]:
     try:
         import cupy
     except Exception as e:  # ImportError, or CuPy's own error when its CUDA libraries are missing
-        return f"backend 'cupy' needs CuPy, which cannot be imported ({e}): pip install cupy-cuda12x, or " + _HINT
+        return f"backend 'cupy' needs CuPy, which cannot be imported ({e}): {install_hint()}; or " + _HINT
     try:
         cupy.cuda.runtime.getDeviceCount()
     except Exception as e:
@@ -317,14 +329,19 @@ def _launch(kernel: Kernel, grid: tuple, block: tuple, args: list) -> None:
     device = next(a.device for a in args if isinstance(a, torch.Tensor))
     values = tuple(np.uint64(a.data_ptr()) if isinstance(a, torch.Tensor) else _INTEGER[ctype](a)
                    for (ctype, _), a in zip(kernel.params, args))
-    stream = torch.cuda.current_stream(device)
-    with cupy.cuda.Device(device.index):
-        if hasattr(cupy.cuda.Stream, 'from_external'):  # CuPy >= 14
-            stream = cupy.cuda.Stream.from_external(stream)
-        else:
-            stream = cupy.cuda.ExternalStream(stream.cuda_stream)
-        with stream:
-            _cupy_kernel(kernel.name, kernel.source)(grid, block, values)
+    with cupy.cuda.Device(device.index), cupy_stream(cupy, torch.cuda.current_stream(device)):
+        _cupy_kernel(kernel.name, kernel.source)(grid, block, values)
+
+
+def cupy_stream(cupy, stream):
+    """CuPy's handle of the torch CUDA ``stream``: through the CUDA stream protocol
+    (``Stream.from_external``, CuPy >= 14) where the torch stream speaks it (``__cuda_stream__``),
+    else from its raw pointer (``ExternalStream``, which CuPy 14 deprecates for the former)."""
+    if hasattr(cupy.cuda.Stream, 'from_external') and hasattr(stream, '__cuda_stream__'):
+        return cupy.cuda.Stream.from_external(stream)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', DeprecationWarning)
+        return cupy.cuda.ExternalStream(stream.cuda_stream, stream.device.index)
 
 
 def _grid(numel: int):

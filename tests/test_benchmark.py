@@ -38,6 +38,50 @@ def test_benchmark_runs_and_its_output_is_well_formed(tmp_path, capsys):
     assert table.count('*') == 2  # the header's key and the baseline row
 
 
+def test_a_failing_variant_is_a_row_with_its_error_and_the_others_are_measured(tmp_path, monkeypatch, capsys):
+    """On the CPU the CuPy variants fail on their own (no CUDA device): forced into the run, each
+    becomes a row with that error, and every torch row keeps its figures and ratios."""
+    torch_only, _ = benchmark.variants(torch.device('cpu'))
+    cupy = [(norm, neuron, 'cupy') for norm, neuron, _ in torch_only]
+    monkeypatch.setattr(benchmark, 'variants', lambda device, floor=False: (torch_only + cupy, None))
+    out = tmp_path / 'result.json'
+    benchmark.main(['-models', 'block', '-b', '2', '-T', '2', '-size', '8', '-channels', '4', '-warmup', '1',
+                    '-repeats', '2', '-device', 'cpu', '-o', str(out)])
+    rows = json.loads(out.read_text())['rows']
+    failed = [r for r in rows if 'error' in r]
+    assert [(r['norm'], r['neuron'], r['backend']) for r in failed] == cupy
+    assert all("backend 'cupy'" in r['error'] and 'CUDA' in r['error'] and 'median_s' not in r for r in failed)
+    measured = [r for r in rows if 'error' not in r]
+    assert [(r['norm'], r['neuron'], r['backend']) for r in measured] == torch_only
+    assert all(len(r['times_s']) == 2 and r['saved_bytes'] > 0 and 'time_ratio' in r for r in measured)
+    assert sum(r['baseline'] for r in measured) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[3] for line in lines if '  failed: ' in line] == ['cupy'] * len(cupy)
+    assert sum(line.startswith('block') and 'failed' not in line for line in lines) == len(torch_only)
+
+
+def test_a_variant_failing_while_timed_loses_only_its_own_row(monkeypatch):
+    """A step that raises part-way through the timing (say out of memory) ends that variant alone."""
+    step = benchmark._Run.step
+
+    def flaky(run):
+        run.steps = getattr(run, 'steps', 0) + 1
+        if isinstance(run.model[0], sj_ei.EIBlock) and run.steps > 2:
+            raise torch.cuda.OutOfMemoryError('CUDA out of memory. Tried to allocate 2.00 GiB')
+        step(run)
+    monkeypatch.setattr(benchmark._Run, 'step', flaky)
+    triples = [('bn', 'lif', 'torch'), ('ei', 'lif', 'torch')]
+    rows = benchmark.measure('block', triples, benchmark.SHAPES['cifar'], 2, 2, 8, torch.device('cpu'),
+                             warmup=1, repeats=3, channels=4)
+    bn, ei = rows
+    assert ei['error'] == 'OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB'
+    assert ei['saved_bytes'] > 0 and 'median_s' not in ei and 'time_ratio' not in ei
+    assert len(bn['times_s']) == 3 and bn['baseline'] and bn['time_ratio'] == 1.0
+    assert 'block     ei      lif     torch      failed: OutOfMemoryError' in benchmark.table(
+        dict(shape='cifar', in_channels=3, size=8, batch=2, T=2, device='cpu', machine='test', threads=1,
+             warmup=1, repeats=3, cupy_skipped=None, rows=rows))
+
+
 def test_floor_network_computes_the_e_i_convolutions_and_keeps_the_bn_shape(tmp_path):
     torch.manual_seed(0)
     conv = layer.Conv2d(4, 8, 3, padding=1, bias=False, step_mode='m')

@@ -9,6 +9,8 @@ unchanged around them.  Where CuPy can launch on a CUDA GPU the same comparisons
 real launches (the ``cuda`` cases, skipped elsewhere with the reason; ``SJ_EI_REQUIRE_GPU=1``
 turns that skip into a failure, as ``.ci/gpu-check`` does).
 """
+import configparser
+import importlib.util
 import math
 import os
 import re
@@ -16,6 +18,8 @@ import shutil
 import subprocess
 import sys
 import types
+import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -413,8 +417,21 @@ def test_emulator_catches_a_thread_writing_past_the_end(emulator):
         emulator.launch(unchecked, (1,), (BLOCK,), args)
 
 
-def test_launch_hands_cupy_pointers_and_typed_integers_on_the_torch_stream(monkeypatch):
-    """``_launch`` against a stand-in CuPy that records what it is given (the real one is run by the 'cuda' cases)."""
+class TorchStream:
+    """A torch CUDA stream as ``_launch`` sees it: its raw pointer and device; ``protocol`` adds the
+    CUDA stream protocol (``__cuda_stream__``), which some torch releases lack."""
+
+    def __init__(self, device, protocol):
+        self.cuda_stream, self.device = 0x5EED, device
+        if protocol:
+            self.__cuda_stream__ = lambda: (0, self.cuda_stream)
+
+
+@pytest.mark.parametrize('protocol', [True, False], ids=['__cuda_stream__', 'raw pointer'])
+def test_launch_hands_cupy_pointers_and_typed_integers_on_the_torch_stream(monkeypatch, protocol):
+    """``_launch`` against a stand-in CuPy (14: both ways to wrap a stream) that records what it is given
+    (the real one is run by the 'cuda' cases): the torch stream goes through ``Stream.from_external``
+    where it speaks the CUDA stream protocol, else as its raw pointer through ``ExternalStream``."""
     calls = []
 
     class Context:
@@ -430,6 +447,11 @@ def test_launch_hands_cupy_pointers_and_typed_integers_on_the_torch_stream(monke
     class Stream(Context):
         from_external = classmethod(lambda cls, stream: cls(stream))
 
+    class ExternalStream(Context):
+        def __init__(self, ptr, device_id):
+            warnings.warn('ExternalStream is deprecated', DeprecationWarning)  # as CuPy 14 says
+            super().__init__(ptr, device_id)
+
     class RawKernel:
         def __init__(self, source, name):
             calls.append(('compile', name, source))
@@ -437,24 +459,37 @@ def test_launch_hands_cupy_pointers_and_typed_integers_on_the_torch_stream(monke
         def __call__(self, grid, block, args):
             calls.append(('launch', grid, block, args))
 
-    fake = types.SimpleNamespace(cuda=types.SimpleNamespace(Device=type('Device', (Context,), {}), Stream=Stream),
-                                 RawKernel=RawKernel)
+    fake = types.SimpleNamespace(cuda=types.SimpleNamespace(Device=type('Device', (Context,), {}), Stream=Stream,
+                                                            ExternalStream=ExternalStream), RawKernel=RawKernel)
     monkeypatch.setitem(sys.modules, 'cupy', fake)
-    monkeypatch.setattr(torch.cuda, 'current_stream', lambda device: ('torch stream of', device))
+    torch_stream = TorchStream(torch.device('cuda', 1), protocol)
+    monkeypatch.setattr(torch.cuda, 'current_stream', lambda device: torch_stream)
     cupy_backend._cupy_kernel.cache_clear()
     kernel = backward_kernel(PAPER)
     tensors = [torch.zeros(3) for _ in kernel.params]
     args = [3 if ctype in ('int', 'long long') else t for (ctype, _), t in zip(kernel.params, tensors)]
-    cupy_backend._launch(kernel, (1,), (BLOCK,), args)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')  # the deprecation of the fallback is not the user's to act on
+        cupy_backend._launch(kernel, (1,), (BLOCK,), args)
     cupy_backend._cupy_kernel.cache_clear()
-    assert [c[:2] for c in calls] == [('enter', 'Device'), ('enter', 'Stream'), ('compile', kernel.name),
-                                      ('launch', (1,)), ('exit', 'Stream'), ('exit', 'Device')]
-    assert calls[1][2] == (('torch stream of', torch.device('cpu')),) and calls[2][2] == kernel.source
+    wrapper = 'Stream' if protocol else 'ExternalStream'
+    assert [c[:2] for c in calls] == [('enter', 'Device'), ('enter', wrapper), ('compile', kernel.name),
+                                      ('launch', (1,)), ('exit', wrapper), ('exit', 'Device')]
+    assert calls[1][2] == ((torch_stream,) if protocol else (0x5EED, 1)) and calls[2][2] == kernel.source
     for (ctype, name), value, arg in zip(kernel.params, calls[3][3], args):
         if '*' in ctype:
             assert type(value) is np.uint64 and value == arg.data_ptr(), name
         else:
             assert type(value) is {'int': np.int32, 'long long': np.int64}[ctype] and value == 3, name
+
+
+def test_a_cupy_before_14_takes_the_raw_pointer():
+    """CuPy 13 has no ``Stream.from_external``: even a torch stream with the protocol goes by pointer."""
+    made = []
+    cupy13 = types.SimpleNamespace(cuda=types.SimpleNamespace(
+        Stream=object, ExternalStream=lambda ptr, device_id: made.append((ptr, device_id)) or 'external'))
+    assert cupy_backend.cupy_stream(cupy13, TorchStream(torch.device('cuda', 0), protocol=True)) == 'external'
+    assert made == [(0x5EED, 0)]
 
 
 # ---------------------------------------------------------------- configuration
@@ -496,13 +531,50 @@ def test_cupy_without_a_gpu_is_one_clear_error():
 
 def test_cupy_missing_is_one_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, 'cupy', None)  # import cupy raises ImportError
+    monkeypatch.setattr(torch.version, 'cuda', '13.0')
     cupy_backend._cupy_problem.cache_clear()
     cuda_tensor = types.SimpleNamespace(is_cuda=True, device=torch.device('cuda', 0))
     try:
-        with pytest.raises(cupy_backend.CupyUnavailableError, match=r"needs CuPy.*pip install cupy-cuda12x.*'torch'"):
+        with pytest.raises(cupy_backend.CupyUnavailableError,
+                           match=r"needs CuPy.*pip install cupy-cuda13x \(or sj_ei\[cupy-cuda13x\]\).*'torch'"):
             cupy_backend.require_cupy(cuda_tensor)
     finally:
         cupy_backend._cupy_problem.cache_clear()
+
+
+@pytest.mark.parametrize('cuda, hint', [
+    ('12.8', 'pip install cupy-cuda12x (or sj_ei[cupy-cuda12x]), the CuPy for the CUDA 12.8 of this torch'),
+    ('13.0', 'pip install cupy-cuda13x (or sj_ei[cupy-cuda13x]), the CuPy for the CUDA 13.0 of this torch'),
+    ('11.8', 'pip install cupy-cuda11x, the CuPy for the CUDA 11.8 of this torch'),
+    (None, 'cupy-cuda12x for CUDA 12, cupy-cuda13x for CUDA 13'),
+])
+def test_the_install_hint_names_the_cupy_of_torchs_cuda(monkeypatch, cuda, hint):
+    monkeypatch.setattr(torch.version, 'cuda', cuda)
+    assert hint in cupy_backend.install_hint()
+
+
+def test_set_backend_without_cupy_names_the_cupy_of_torchs_cuda(monkeypatch):
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, 'find_spec', lambda name, *a: None if name == 'cupy' else find_spec(name, *a))
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.version, 'cuda', '12.6')
+    with pytest.raises(_compat.BackendError, match=r"needs CuPy, which is not installed: pip install cupy-cuda12x "
+                                                   r"\(or sj_ei\[cupy-cuda12x\]\).*or use backend 'torch'"):
+        _compat.set_backend(torch.nn.Linear(2, 2), 'cupy')
+
+
+def test_every_extra_the_hint_names_exists_and_installs_that_cupy(monkeypatch):
+    """setup.cfg's extras: one per CuPy wheel (its own name), ``cupy`` the CUDA 12 one as before, and the
+    test extra (what CI installs) unchanged."""
+    cfg = configparser.ConfigParser()
+    cfg.read(Path(__file__).parents[1] / 'setup.cfg')
+    extras = {name: value.split() for name, value in cfg['options.extras_require'].items()}
+    assert extras['cupy-cuda12x'] == ['cupy-cuda12x'] and extras['cupy-cuda13x'] == ['cupy-cuda13x']
+    assert extras['cupy'] == ['cupy-cuda12x'] and extras['test'] == ['pytest', 'cupy-cuda12x']
+    for major in ('12', '13'):
+        monkeypatch.setattr(torch.version, 'cuda', f'{major}.0')
+        named = re.search(r'sj_ei\[([\w-]+)\]', cupy_backend.install_hint()).group(1)
+        assert extras[named] == [f'cupy-cuda{major}x']
 
 
 def test_bad_arguments_are_one_clear_error(grid):

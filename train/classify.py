@@ -141,6 +141,13 @@ def duration(seconds: float) -> str:
     return f'{s} s' if s < 120 else f'{s // 60} min {s % 60} s' if s < 7200 else f'{s // 3600} h {s % 3600 // 60} min'
 
 
+def amp_dtype(device: torch.device) -> torch.dtype:
+    """``-amp``'s autocast dtype: bfloat16, whose float32 exponent range needs no loss scaling and
+    holds the E-I gradient ``dL/dI_EE = g_E dL/dI_int / I_sh~`` that float16 may not (a small
+    ``I_sh~``; docs/benchmarks.md); float16, with the grad scaler, only on GPUs without bfloat16."""
+    return torch.float16 if device.type == 'cuda' and not torch.cuda.is_bf16_supported() else torch.bfloat16
+
+
 def run_epoch(model, loader, device, amp, train, optimizer=None, scheduler=None, scaler=None, losses=None,
               progress=None):
     """One pass over ``loader``; returns (samples, loss sum, top-1 hits, top-5 hits, seconds).
@@ -148,11 +155,11 @@ def run_epoch(model, loader, device, amp, train, optimizer=None, scheduler=None,
     model.train(train)
     samples = loss_sum = top1 = top5 = 0.0
     start = time.time()
-    amp_dtype = torch.float16 if device.type == 'cuda' else torch.bfloat16
+    dtype = amp_dtype(device)
     with torch.set_grad_enabled(train):
         for x, labels in loader:
             x, labels = datasets.model_input(x.to(device, non_blocking=True)), labels.to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
+            with torch.autocast(device.type, dtype=dtype, enabled=amp):
                 logits = model(x).mean(0)
                 loss = F.cross_entropy(logits.float(), labels)
             if train:
@@ -282,7 +289,7 @@ def train(config: dict, resume=None) -> Summary:
     steps = len(train_loader)
     warmup, warmup_note = warmup_steps(config, steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(warmup, config['epochs'] * steps))
-    scaler = torch.amp.GradScaler(device.type, enabled=config['amp'] and device.type == 'cuda')
+    scaler = torch.amp.GradScaler(device.type, enabled=config['amp'] and amp_dtype(device) == torch.float16)
     sj_ei.constrain(model, optimizer)
     start_epoch, best_acc1, best_epoch, test_acc1 = 0, -math.inf, None, None  # the first epoch is the best so far
     if state:

@@ -39,7 +39,8 @@ SCHEMA = {
     'weight_decay': (float, 5e-4, 'SGD weight decay'),
     'warmup_epochs': (int, 10, 'epochs of linear learning-rate warm-up before cosine annealing'),
     'workers': (int, 4, 'data-loading worker processes'),
-    'amp': (bool, False, 'automatic mixed precision'),
+    'amp': (bool, False, 'automatic mixed precision: bfloat16 autocast (float16 with loss scaling on GPUs '
+                         'without bfloat16, where a small I_sh~ can overflow the E-I gradient)'),
     'backend': (str, 'torch', "neuron backend: 'torch' or 'cupy' (GPU)"),
     'device': (str, 'cpu', "torch device, e.g. 'cpu', 'cuda', 'cuda:1'"),
     'seed': (int, 0, 'seed of every random number generator'),
