@@ -10,7 +10,8 @@ from .constraint import constrain, clamp_
 from .division import set_division
 from . import models
 from . import convert
+from . import ops  # sj_ei.ops.Counter after a plain import sj_ei
 
 __all__ = ['EIConv2d', 'EILinear', 'EIInitError', 'IPopulation', 'e_population', 'EILIFNode', 'EIBlock', 'EICurrents',
-           'ei_init', 'ei_layers', 'constrain', 'clamp_', 'set_division', 'set_backend', 'models', 'convert']
+           'ei_init', 'ei_layers', 'constrain', 'clamp_', 'set_division', 'set_backend', 'models', 'convert', 'ops']
 __version__ = '0.1.0'
