@@ -48,6 +48,8 @@ def user_error_cases(tmp_path) -> dict:
         'bad flag value': ([tiny, '-b', 'many'], r'flag -b: batch_size must be int'),
         'bad device': ([tiny, '-device', 'gpu0'], r'device must be a torch device'),
         'damaged checkpoint': ([tiny, '-resume', tmp_path / 'garbage.pth'], r'garbage\.pth is damaged'),
+        'checkpoint of no folder': ([tiny, '-resume', tmp_path / 'nowhere' / 'checkpoint_latest.pth'],
+                                    r'nowhere, the folder of the checkpoint to resume, does not exist'),
         'empty checkpoint': ([tiny, '-resume', tmp_path / 'empty.pth'],
                              r'empty\.pth is damaged or not a PyTorch checkpoint \(EOFError\)'),
         'negative seed': ([tiny, '-seed', '-5'], r'flag -seed: seed must be from 0 to 4294967295'),

@@ -119,7 +119,9 @@ def check_new(folder) -> list:
 
 def claim(folder, new: bool) -> tuple:
     """``(lock, notes)``: ``folder`` locked for this run and made ready (``notes``: lines saying what was
-    removed); a new run also needs a folder without another run's checkpoints."""
+    removed); a new run also needs a folder without another run's checkpoints, a resumed one its run's folder."""
+    if not new and not Path(folder).is_dir():
+        raise RunFolderError(f'{folder}, the folder of the checkpoint to resume, does not exist')
     lock = Lock(folder)
     try:
         notes = []
