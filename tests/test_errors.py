@@ -76,7 +76,7 @@ def test_ops_pretrained_of_a_file_that_is_no_checkpoint_is_one_error_line(tmp_pa
                                        'train.classify with the same config\n')
 
 
-def test_the_readme_counter_works_after_a_plain_import_sj_ei():
+def test_the_readme_counter_works_after_a_plain_import_sj_ei_and_python_m_sj_ei_ops_does_not_warn(tmp_path):
     code = ('import torch, sj_ei\n'
             'net = sj_ei.models.build("vgg8", 10, 2, width=0.125)\n'
             'x = (torch.rand(2, 1, 2, 32, 32) < 0.2).float()\n'
@@ -84,9 +84,15 @@ def test_the_readme_counter_works_after_a_plain_import_sj_ei():
             'with sj_ei.ops.Counter(net) as c:\n'
             '    net(x)\n'
             'print(c.report().totals()["energy_pJ"] > 0)\n')
-    result = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True, timeout=300,
-                            env={**os.environ, 'PYTHONPATH': str(ROOT)})
-    assert result.returncode == 0 and result.stdout == 'True\n', result.stderr[-2000:]
+    (tmp_path / 'model.pth').write_bytes(random.Random(2).randbytes(256))
+    commands = (['-c', code], ['-m', 'sj_ei.ops', '-cfg', str(tiny_config(tmp_path)), '-batches', '1',
+                                '-pretrained', str(tmp_path / 'model.pth')])
+    readme, ops = [subprocess.Popen([sys.executable, *c], cwd=ROOT, env={**os.environ, 'PYTHONPATH': str(ROOT)},
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for c in commands]
+    out, err = readme.communicate(timeout=300)
+    assert readme.returncode == 0 and out == 'True\n', err[-2000:]
+    out, err = ops.communicate(timeout=300)
+    assert ops.returncode == 2 and err.startswith('error: -pretrained ') and err.count('\n') == 1, err[-2000:]
 
 
 @pytest.mark.parametrize('kwargs, message', [
