@@ -16,11 +16,22 @@ from train_helpers import ROOT, cli, free_port, tiny_config
 ENDLESS = dict(num_samples=1_000_000, epochs=2)
 
 
-def start(config, log, *flags) -> subprocess.Popen:
-    """``python -m train.classify -cfg config flags`` in the background, stdout and stderr to ``log.out/.err``."""
-    env = {**os.environ, 'PYTHONPATH': str(ROOT)}
-    return subprocess.Popen([sys.executable, '-m', 'train.classify', '-cfg', str(config), *flags], cwd=ROOT, env=env,
-                            stdout=open(f'{log}.out', 'w'), stderr=open(f'{log}.err', 'w'))
+@pytest.fixture
+def start():
+    """``start(config, log, *flags)``: ``python -m train.classify -cfg config flags`` in the background, stdout
+    and stderr to ``log.out/.err``; whatever still runs at the end of the test is killed."""
+    started = []
+
+    def run(config, log, *flags) -> subprocess.Popen:
+        env = {**os.environ, 'PYTHONPATH': str(ROOT)}
+        with open(f'{log}.out', 'w') as out, open(f'{log}.err', 'w') as err:
+            started.append(subprocess.Popen([sys.executable, '-m', 'train.classify', '-cfg', str(config), *flags],
+                                            cwd=ROOT, env=env, stdout=out, stderr=err))
+        return started[-1]
+    yield run
+    for process in started:
+        process.kill()
+        process.wait()
 
 
 def wait_for(condition, what: str, timeout: float = 300):
@@ -31,7 +42,7 @@ def wait_for(condition, what: str, timeout: float = 300):
         time.sleep(0.2)
 
 
-def test_two_runs_started_together_into_one_folder_one_trains_and_the_other_is_refused(tmp_path):
+def test_two_runs_started_together_into_one_folder_one_trains_and_the_other_is_refused(tmp_path, start):
     config = tiny_config(tmp_path, **ENDLESS)
     run = tmp_path / 'run'
     runs = [start(config, tmp_path / name, '-lr', lr) for name, lr in (('a', '0.005'), ('b', '0.01'))]
@@ -61,7 +72,7 @@ def test_two_runs_started_together_into_one_folder_one_trains_and_the_other_is_r
     assert torch.load(run / 'checkpoint_latest.pth', weights_only=True)['config']['num_samples'] == 16
 
 
-def test_a_run_killed_in_its_first_epoch_leaves_its_folder_usable(tmp_path):
+def test_a_run_killed_in_its_first_epoch_leaves_its_folder_usable(tmp_path, start):
     config = tiny_config(tmp_path, **ENDLESS)
     run = tmp_path / 'run'
     first = start(config, tmp_path / 'first')
