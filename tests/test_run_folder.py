@@ -16,6 +16,12 @@ from train_helpers import ROOT, cli, free_port, tiny_config
 ENDLESS = dict(num_samples=1_000_000, epochs=2)
 
 
+def ctrl_c_works():
+    """In the child: SIGINT raises KeyboardInterrupt, as at a terminal, even where the test runner ignores it
+    (e.g. started in the background by a shell without job control)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.fixture
 def start():
     """``start(config, log, *flags)``: ``python -m train.classify -cfg config flags`` in the background, stdout
@@ -26,7 +32,7 @@ def start():
         env = {**os.environ, 'PYTHONPATH': str(ROOT)}
         with open(f'{log}.out', 'w') as out, open(f'{log}.err', 'w') as err:
             started.append(subprocess.Popen([sys.executable, '-m', 'train.classify', '-cfg', str(config), *flags],
-                                            cwd=ROOT, env=env, stdout=out, stderr=err))
+                                            cwd=ROOT, env=env, stdout=out, stderr=err, preexec_fn=ctrl_c_works))
         return started[-1]
     yield run
     for process in started:

@@ -13,6 +13,7 @@ E-I Init and at the end to ``DIR/rank{r}_init.pth`` / ``rank{r}_final.pth``.
 """
 import argparse
 import math
+import os
 import random
 import shlex
 import sys
@@ -431,6 +432,13 @@ def command(argv, processes: int) -> str:
     return f'{launcher} -m train.classify {shlex.join(argv)}'
 
 
+def peer_lost(error: BaseException) -> bool:
+    """Whether ``error`` is a collective failing under torchrun because another process of the run ended
+    (interrupted, killed): then that process says why, and this one needs no traceback."""
+    return int(os.environ.get('WORLD_SIZE', 1)) > 1 and any(
+        text in str(error) for text in ('Connection closed by peer', 'Connection reset by peer', 'Broken pipe'))
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
@@ -446,6 +454,13 @@ def main(argv=None):
         sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)  # train() said how to continue
+    except RuntimeError as e:  # under torchrun: a collective of this rank failed because another rank ended
+        if not peer_lost(e):
+            raise
+        folder = Path(args.resume).parent if args.resume else config['out_dir']
+        print(f'error: rank {os.environ.get("RANK")} stopped: another process of this run ended (connection closed); '
+              f'{after_stop(folder, int(os.environ["WORLD_SIZE"]))}', file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == '__main__':
