@@ -7,7 +7,8 @@ SGD with momentum and weight decay, linear warm-up then cosine annealing per
 iteration, cross-entropy on the time-averaged output, E-I Init on the first
 training batch, Dale's law after every step, ``reset_net`` after every batch.
 Writes TensorBoard logs, ``checkpoint_latest.pth`` and ``checkpoint_max.pth`` to ``out_dir``,
-which must not hold another run (``-resume`` continues a run in its own folder).
+which must not hold another run (``-resume`` continues a run in its own folder) and is locked
+while the run lives (``train.run_folder``).
 Debug aid: with ``TRAIN_DUMP_RANK_PARAMS=DIR`` every rank also writes its parameters after
 E-I Init and at the end to ``DIR/rank{r}_init.pth`` / ``rank{r}_final.pth``.
 """
