@@ -1,5 +1,7 @@
 """sj_ei: deep normalization-free spiking networks with excitatory-inhibitory
 layers (DeepEISNN, ICLR 2026) for spikingjelly."""
+import importlib
+
 from ._compat import set_backend  # the one module that knows the spikingjelly release
 from .layers import EIConv2d, EILinear
 from .neurons import IPopulation, e_population, EILIFNode
@@ -13,5 +15,13 @@ from . import convert
 
 __all__ = ['EIConv2d', 'EILinear', 'EIInitError', 'IPopulation', 'e_population', 'EILIFNode', 'EIBlock', 'EICurrents',
            'ei_init', 'ei_layers', 'constrain', 'clamp_', 'set_division', 'set_backend', 'health', 'models',
-           'convert']
+           'convert', 'ops']
 __version__ = '0.1.0'
+
+
+def __getattr__(name):
+    """``sj_ei.ops`` after a plain ``import sj_ei``, imported when first used (importing it here would make
+    ``python -m sj_ei.ops`` warn that the module was imported before it ran)."""
+    if name == 'ops':
+        return importlib.import_module(f'{__name__}.ops')
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

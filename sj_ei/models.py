@@ -98,6 +98,23 @@ class SpikingClassifier(nn.Module):
         return self.readout(self.pool(self.features(x)))
 
 
+def _check_narrowest(name: str, norm: str, ei_ratio: int, width: float) -> None:
+    """Refuse a ``width`` or ``ei_ratio`` that leaves the narrowest layer (the first, 64 channels at width 1)
+    without a channel or, in an E-I network, without an inhibitory neuron."""
+    base = 64
+    needed = ei_ratio if norm == 'ei' else 1
+    if round(base * width) >= needed:
+        return
+    have = round(base * width)
+    layer = f"{name}'s first layer (features.0: {have} channels at width {width:g}, {base} at width 1)"
+    if needed > base:
+        raise ValueError(f'ei_ratio={ei_ratio} leaves {layer} no inhibitory neuron (one per {ei_ratio} excitatory '
+                         f'neurons); use ei_ratio <= {max(1, have)}')
+    why = f'the {needed} that ei_ratio={ei_ratio} needs for one inhibitory neuron' if norm == 'ei' else 'one'
+    raise ValueError(f'width {width:g} leaves {layer} fewer channels than {why}; the smallest width that works is '
+                     f'{needed / base:g}')
+
+
 def build(name: str, num_classes: int, in_channels: int, norm: str = 'ei', T: Optional[int] = None,
           ei_ratio: int = 4, width: float = 1.0, **layer_options) -> SpikingClassifier:
     """Build ``vgg8``/``vgg11``/``vgg16``/``vgg19``/``resnet18`` with ``norm`` one of
@@ -115,8 +132,9 @@ def build(name: str, num_classes: int, in_channels: int, norm: str = 'ei', T: Op
         raise ValueError(f'E-I layer options {sorted(layer_options)} apply only to norm=\'ei\'')
     if width <= 0:
         raise ValueError(f'width must be > 0, got {width}')
+    _check_narrowest(name, norm, ei_ratio, width)
     make = _Builder(norm, ei_ratio, layer_options)
-    scaled = lambda channels: max(ei_ratio, round(channels * width))
+    scaled = lambda channels: round(channels * width)
     blocks, cin = [], in_channels
     if name == 'resnet18':
         blocks.append(make.conv(cin, scaled(64), 3))

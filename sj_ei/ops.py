@@ -39,7 +39,6 @@ biases), ``inhibition`` (what only E-I layers do: ``W_IE``, the I population, bo
 """
 import argparse
 import math
-import pickle
 import sys
 from dataclasses import dataclass, field, fields
 from typing import Dict, Iterable, List, Optional
@@ -371,12 +370,16 @@ def _parse_args(argv):
 def _load(model, path, what):
     try:
         state = torch.load(path, map_location='cpu', weights_only=True)
-        model.load_state_dict(state['model'] if isinstance(state, dict) and 'model' in state else state)
-        return
-    except pickle.UnpicklingError:
-        reason = 'not a torch checkpoint file'
-    except (OSError, RuntimeError, KeyError, TypeError) as e:
+    except OSError as e:
         reason = str(e).splitlines()[0]
+    except Exception:  # random bytes fail anywhere in the unpickler (UnpicklingError, EOFError, IndexError, ...)
+        reason = 'not a torch checkpoint file'
+    else:
+        try:
+            model.load_state_dict(state['model'] if isinstance(state, dict) and 'model' in state else state)
+            return
+        except (RuntimeError, KeyError, TypeError) as e:
+            reason = str(e).splitlines()[0]
     raise ValueError(f'-{what} {path}: not a checkpoint of this network ({reason}); pass a checkpoint_max.pth '
                      'written by python -m train.classify with the same config')
 

@@ -1,9 +1,16 @@
-"""Fixtures shared by the test files that run sj_ei's CuPy backend on the CPU."""
+"""Fixtures shared by the test files that run sj_ei's CuPy backend on the CPU; one torch thread per
+test process and its subprocesses (a second thread makes the suite ~10x slower on a busy 2-core machine)."""
+import os
+
 import pytest
+import torch
 
 from sj_ei import cupy_backend
 
 from cuda_emulation import Emulator
+
+torch.set_num_threads(1)
+os.environ.setdefault('OMP_NUM_THREADS', '1')  # for the subprocesses (the trainer sets 1 itself: its threads key)
 
 
 @pytest.fixture(scope='module')

@@ -13,7 +13,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from train import checkpoint, classify
 from train import config as cfg
 
-from formats import write_dvs_gesture
+from formats import write_cifar, write_dvs_gesture
 from train_helpers import ROOT, cli, tiny_config
 
 
@@ -30,11 +30,15 @@ def user_error_cases(tmp_path) -> dict:
                     epoch=0, best_acc1=0.0, config=cfg.load(tiny), rng=[checkpoint.rng_states()])
     data = (tmp_path / 'cut.pth').read_bytes()
     (tmp_path / 'cut.pth').write_bytes(data[:len(data) // 2])
+    (tmp_path / 'empty.pth').write_bytes(b'')
+    (tmp_path / 'a_file').write_text('not a folder')
+    write_cifar(tmp_path / 'cifar', 'cifar10')  # a tiny copy: its files fail the published MD5
     cases = {
         'missing dataset': ([ROOT / 'configs' / 'dvsgesture.yaml', '-data-dir', tmp_path / 'nothing', '-device', 'cpu'],
                             r'dvsgesture: .*DvsGesture\.tar\.gz'),
         'missing config': ([tmp_path / 'nope.yaml'], r'config file .*nope\.yaml does not exist'),
-        'unknown config key': ([tiny_config(tmp_path / 'u', lerning_rate=0.1)], r"unknown key 'lerning_rate'"),
+        'unknown config key': ([tiny_config(tmp_path / 'u', lerning_rate=0.1)],
+                               r"unknown key 'lerning_rate' \(did you mean 'lr'\?\)"),
         'mistyped config key': ([tiny_config(tmp_path / 'm', warmup_epoch=2)],
                                 r"unknown key 'warmup_epoch' \(did you mean 'warmup_epochs'\?\)"),
         'ablation switch on batch norm': ([tiny, '-set', 'norm=bn', '-set', 'grad_scale=false'],
@@ -44,6 +48,19 @@ def user_error_cases(tmp_path) -> dict:
         'bad flag value': ([tiny, '-b', 'many'], r'flag -b: batch_size must be int'),
         'bad device': ([tiny, '-device', 'gpu0'], r'device must be a torch device'),
         'damaged checkpoint': ([tiny, '-resume', tmp_path / 'garbage.pth'], r'garbage\.pth is damaged'),
+        'checkpoint of no folder': ([tiny, '-resume', tmp_path / 'nowhere' / 'checkpoint_latest.pth'],
+                                    r'nowhere, the folder of the checkpoint to resume, does not exist'),
+        'empty checkpoint': ([tiny, '-resume', tmp_path / 'empty.pth'],
+                             r'empty\.pth is damaged or not a PyTorch checkpoint \(EOFError\)'),
+        'negative seed': ([tiny, '-seed', '-5'], r'flag -seed: seed must be from 0 to 4294967295'),
+        'seed beyond 32 bits': ([tiny, '-seed', '4294967296'], r'flag -seed: seed must be from 0 to 4294967295'),
+        'out_dir a file': ([tiny, '-out-dir', tmp_path / 'a_file'], r'-out-dir .*a_file is a file, not a folder'),
+        'dataset failing its MD5': ([tiny, '-set', 'dataset=cifar10', '-data-dir', tmp_path / 'cifar'],
+                                    r'cifar10: .*data_batch_1.* do\(es\) not match the published MD5'),
+        'width too small': ([tiny, '-width', '0.001'], r"width 0\.001 leaves vgg8's first layer \(features\.0: 0 "
+                                                       r'channels.*the smallest width that works is 0\.0625'),
+        'ei_ratio above the width': ([tiny, '-set', 'ei_ratio=1000'],
+                                     r'ei_ratio=1000 leaves .*features\.0.* no inhibitory neuron.*ei_ratio <= 8'),
         'truncated checkpoint': ([tiny, '-resume', tmp_path / 'cut.pth'], r'cut\.pth is damaged'),
         'foreign checkpoint': ([tiny, '-resume', tmp_path / 'foreign.pth'], r'is not a checkpoint of train\.classify'),
         'damaged model': ([tiny, '-pretrained', tmp_path / 'garbage.pth'],
@@ -70,10 +87,11 @@ def test_every_user_error_exits_with_one_clear_message(tmp_path, capsys):
 def test_user_errors_from_the_command_line_print_no_traceback(tmp_path):
     cases = user_error_cases(tmp_path)
     env = {**os.environ, 'PYTHONPATH': str(ROOT)}
+    # all at once: importing torch is most of each run
     runs = {case: subprocess.Popen([sys.executable, '-m', 'train.classify', '-cfg', *map(str, cases[case][0])],
                                    cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             for case in ('missing dataset', 'unknown config key', 'bad flag value', 'damaged checkpoint',
-                         'cupy without GPU')}  # all at once: importing torch is most of each run
+                         'cupy without GPU', 'dataset failing its MD5', 'empty checkpoint')}
     for case, process in runs.items():
         _, stderr = process.communicate(timeout=600)
         assert process.returncode == 2, (case, stderr)

@@ -46,6 +46,15 @@ def test_unknown_keys_and_wrong_types_are_errors_listing_the_valid_keys(tmp_path
         cfg.load(tmp_path / 'list.yaml')
 
 
+@pytest.mark.parametrize('typo, key', [('lerning_rate', 'lr'), ('learning_rate', 'lr'), ('Learning-Rate', 'lr'),
+                                       ('warmup_epoch', 'warmup_epochs'), ('batchsize', 'batch_size'),
+                                       ('num_workers', 'workers'), ('timesteps', 'T'), ('epoch', 'epochs'),
+                                       ('weight_deacy', 'weight_decay'), ('eiratio', 'ei_ratio')])
+def test_an_unknown_key_suggests_the_key_a_user_meant(tmp_path, typo, key):
+    with pytest.raises(cfg.ConfigError, match=re.escape(f"unknown key {typo!r} (did you mean {key!r}?)")):
+        cfg.load(tiny_config(tmp_path, **{typo: 1}))
+
+
 def test_every_key_has_a_type_a_default_of_that_type_and_a_meaning():
     for key, (kind, default, meaning) in cfg.SCHEMA.items():
         assert isinstance(default, kind) or default is None and key in cfg.NULLABLE, key
@@ -93,6 +102,9 @@ def test_flags_override_the_file(tmp_path):
     (['-set', 'i_theta=0.5'], 'i_theta: 0.5 applies only to i_population: count'),
     (['-set', 'eps=0'], 'eps must be > 0, got 0.0'),
     (['-set', 'lr'], 'expects KEY=VALUE'),
+    (['-seed', '-5'], 'flag -seed: seed must be from 0 to 4294967295 (what numpy accepts), got -5'),
+    (['-seed', '4294967296'], 'seed must be from 0 to 4294967295'),
+    (['-threads', '-1'], "threads must be >= 0 (0: torch's default), got -1"),
 ])
 def test_bad_flag_values_are_config_errors(tmp_path, flags, message):
     with pytest.raises(cfg.ConfigError, match=re.escape(message)):

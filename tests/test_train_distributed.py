@@ -1,11 +1,16 @@
-"""torchrun: DistributedDataParallel on the CPU (gloo), identical ranks, exact test metrics."""
+"""torchrun: DistributedDataParallel on the CPU (gloo), identical ranks, exact test metrics, Ctrl-C."""
+import os
 import re
+import signal
+import subprocess
+import sys
+import time
 
 import torch
 
 from train.distributed import DUMP_ENV, ShardSampler
 
-from train_helpers import cli, free_port, tiny_config
+from train_helpers import ROOT, cli, free_port, tiny_config
 
 
 def test_two_process_torchrun_trains_with_identical_parameters_on_both_ranks(tmp_path):
@@ -39,3 +44,26 @@ def test_test_shards_cover_every_sample_exactly_once():
     shards = [list(ShardSampler(data, rank, 4)) for rank in range(4)]
     assert sorted(i for shard in shards for i in shard) == data
     assert [len(ShardSampler(data, rank, 4)) for rank in range(4)] == [4, 4, 4, 3]
+
+
+def test_ctrl_c_of_a_torchrun_worker_is_a_hint_not_a_traceback_of_every_rank(tmp_path):
+    config = tiny_config(tmp_path, num_samples=1_000_000)  # an epoch 0 that outlasts the test
+    run, out, err = tmp_path / 'run', tmp_path / 'out.txt', tmp_path / 'err.txt'
+    command = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2', f'--master_port={free_port()}',
+               '-m', 'train.classify', '-cfg', str(config)]
+    with open(out, 'w') as stdout, open(err, 'w') as stderr:
+        launcher = subprocess.Popen(command, cwd=ROOT, env={**os.environ, 'PYTHONPATH': str(ROOT)}, stdout=stdout,
+                                    stderr=stderr, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        end = time.time() + 300
+        while f'out_dir {run}' not in out.read_text() and time.time() < end:
+            time.sleep(0.2)
+        os.kill(int((run / '.lock').read_text()), signal.SIGINT)  # rank 0 holds the folder's lock
+        launcher.wait(timeout=120)
+    finally:
+        launcher.terminate()  # torchrun stops its workers (each in a session of its own) if anything is left
+        launcher.wait(timeout=120)
+    text = err.read_text()
+    assert (f'interrupted; run the same command again to start afresh in {run} (no epoch finished, so there is '
+            'nothing to resume; what this run wrote there is replaced)') in text, text[-3000:]
+    assert text.count('Traceback') == 1, text[-3000:]  # torchrun's own report of the stopped worker, no rank's

@@ -7,12 +7,14 @@ to a temporary file in the same folder, flushed to disk, then renamed over the o
 (and the folder synced), so a crash while saving leaves the previous checkpoint intact.
 It loads with ``weights_only=True``.
 
-A run's folder holds one run: a new run refuses a folder that already holds checkpoints or
-TensorBoard events (``check_new_run_folder``); ``-resume`` continues a run in its own folder.
+A checkpoint resumes only in as many processes as wrote it (``len(rng)``): the steps per epoch,
+the learning-rate schedule and the global batch depend on it.  Which folder a run may use is
+``train.run_folder``'s business.
 """
+import errno
 import os
 import random
-import tempfile
+import secrets
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +33,33 @@ SAME_RUN = (*SAME_MODEL, 'T', 'batch_size', 'epochs', 'lr', 'warmup_epochs', 'se
 
 
 class CheckpointError(ValueError):
-    """A file that is not a usable checkpoint of this trainer."""
+    """A file that is not a usable checkpoint of this trainer, or one that cannot be written."""
+
+
+class WriteError(CheckpointError):
+    """A checkpoint that could not be written (a full disk, a folder not writable); nothing was lost."""
+
+
+class ProcessCountError(CheckpointError):
+    """A checkpoint written by another number of processes than this run has (``processes``: the checkpoint's)."""
+
+    def __init__(self, message: str, processes: int):
+        super().__init__(message)
+        self.processes = processes
+
+
+def describe(error: BaseException) -> str:
+    """``'Type: first line of the message'``, or ``'Type'`` for an empty message (``EOFError()``)."""
+    line = next((line.strip() for line in str(error).splitlines() if line.strip()), '')
+    return f'{type(error).__name__}: {line[:300]}' if line else type(error).__name__
+
+
+def os_error(error: BaseException):
+    """The ``OSError`` behind ``error`` (itself, or what it was raised from or during), if any: torch's zip
+    writer turns a full disk into ``RuntimeError('unexpected pos ...')`` raised during the ``OSError``."""
+    while error is not None and not isinstance(error, OSError):
+        error = error.__cause__ or error.__context__
+    return error
 
 
 def rng_states() -> dict:
@@ -54,19 +82,28 @@ def set_rng_states(states: dict) -> None:
 
 
 def save(path, **state) -> None:
-    """Write ``state`` (the ``CONTENTS``) with the format marker to ``path`` atomically."""
+    """Write ``state`` (the ``CONTENTS``) with the format marker to ``path`` atomically, with the permissions
+    of any new file (0666 less the umask, as TensorBoard's events); a ``CheckpointError`` naming the folder if
+    the disk is full or the folder not writable (``WriteError``)."""
     path = Path(path)
     state = {'format': FORMAT, 'version': VERSION, **state}
-    fd, partial = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}-')
+    partial = path.with_name(f'.{path.name}-{secrets.token_hex(4)}')  # run_folder removes those a kill left
     try:
-        with os.fdopen(fd, 'wb') as f:
+        with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), 'wb') as f:
             torch.save(state, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(partial, path)
-    except BaseException:
-        os.unlink(partial)
-        raise
+    except BaseException as e:
+        if partial.exists():
+            os.unlink(partial)
+        cause = os_error(e)
+        if cause is None or cause.errno is None:
+            raise
+        full = cause.errno in (errno.ENOSPC, errno.EDQUOT)
+        raise WriteError(f'cannot write {path.name} in {path.parent}: '
+                         f'{"no space left on its device" if full else cause.strerror} '
+                         f'({errno.errorcode.get(cause.errno, cause.errno)}){": free space there" if full else ""}') from e
     folder = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(folder)  # makes the rename itself durable
@@ -74,17 +111,17 @@ def save(path, **state) -> None:
         os.close(folder)
 
 
-def load(path, config: dict) -> dict:
-    """The checkpoint at ``path``, checked to be this trainer's and of the same run as ``config``."""
+def load(path, config: dict, processes: int = 1) -> dict:
+    """The checkpoint at ``path``, checked to be this trainer's, of the same run as ``config`` and written by
+    ``processes`` processes."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f'checkpoint {path} does not exist')
     try:
         state = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as e:
-        raise CheckpointError(f'{path} is damaged or not a PyTorch checkpoint ({type(e).__name__}: '
-                              f'{str(e).strip().splitlines()[0][:200]}); resume from another checkpoint, '
-                              'e.g. checkpoint_max.pth') from None
+        raise CheckpointError(f'{path} is damaged or not a PyTorch checkpoint ({describe(e)}); resume from another '
+                              'checkpoint, e.g. checkpoint_max.pth') from None
     if not isinstance(state, dict) or state.get('format') != FORMAT:
         raise CheckpointError(f'{path} is not a checkpoint of train.classify (no {FORMAT!r} marker); '
                               'to start from foreign weights, load them into the model yourself')
@@ -117,6 +154,12 @@ def load(path, config: dict) -> dict:
         raise CheckpointError(f'{path} is the end of a finished run (epoch {state["epoch"] + 1} of '
                               f'{config["epochs"]}): nothing to resume. To train it further, start a new run '
                               f'from its weights: {more}')
+    written = len(state['rng'])
+    if written != processes:
+        raise ProcessCountError(
+            f'{path} was written by {written} process(es) and resumes exactly only with {written}, not {processes} '
+            f'(the steps per epoch, the learning-rate schedule and the global batch of {written} x '
+            f'{config["batch_size"]} depend on it); resume it with {written} process(es)', written)
     return state
 
 
@@ -127,40 +170,14 @@ def differences(saved: dict, config: dict, keys) -> list:
             for k in keys if saved.get(k, SCHEMA[k][1]) != config[k]]
 
 
-def check_new_run_folder(out_dir) -> None:
-    """Refuse to start a run in ``out_dir`` when it already holds a run's checkpoints or
-    TensorBoard events: a new run never overwrites or mixes with another run."""
-    out_dir = Path(out_dir)
-    taken = lambda folder: folder.is_dir() and sorted(
-        p.name for p in folder.iterdir() if p.name.startswith('events.out.tfevents') or
-        p.name.startswith('checkpoint_') and p.suffix == '.pth')
-    found = taken(out_dir)
-    if not found:
-        return
-    stem, _, number = str(out_dir).rpartition('-')  # after runs/x-2 comes runs/x-3, not runs/x-2-2
-    stem, first = (stem, int(number) + 1) if stem and number.isdigit() else (str(out_dir), 2)
-    free = next(f'{stem}-{i}' for i in range(first, first + 10 ** 6) if not taken(Path(f'{stem}-{i}')))
-    latest = out_dir / 'checkpoint_latest.pth'
-    try:
-        saved = torch.load(latest, map_location='cpu', weights_only=True)
-        finished = saved['epoch'] + 1 >= saved['config']['epochs']
-    except Exception:  # no latest checkpoint, or not a readable one: nothing to continue
-        finished = None
-    resume = ('' if finished is None else f'continue that run with -resume {latest}, or ' if not finished else
-              f'train that finished run further with -init-from {latest} -out-dir {free}, or ')
-    raise CheckpointError(f'{out_dir} already holds another run ({", ".join(found[:3])}'
-                          f'{", ..." if len(found) > 3 else ""}): {resume}start a new run in a new folder, '
-                          f'e.g. -out-dir {free}')
-
-
 def restore(path, state: dict, rank: int, model, optimizer, scheduler, scaler) -> None:
     """Load ``state`` (from ``load``) into the training objects and this rank's RNGs."""
     try:
         model.load_state_dict(state['model'])
         optimizer.load_state_dict(state['optimizer'])
     except (RuntimeError, ValueError, KeyError) as e:
-        raise CheckpointError(f'{path} does not fit this model ({str(e).strip().splitlines()[0][:300]}); '
+        raise CheckpointError(f'{path} does not fit this model ({describe(e)}); '
                               'resume with the config it was trained with') from None
     scheduler.load_state_dict(state['scheduler'])
     scaler.load_state_dict(state['scaler'])
-    set_rng_states(state['rng'][rank % len(state['rng'])])
+    set_rng_states(state['rng'][rank])

@@ -11,13 +11,16 @@ After every epoch the run stops with one error when the network has collapsed (a
 population silent or saturated, or the loss flat at ln(classes), for the whole epoch:
 ``sj_ei.health``), keeping its checkpoints; ``-set collapse_check=false`` trains on.
 Writes TensorBoard logs, ``checkpoint_latest.pth`` and ``checkpoint_max.pth`` to ``out_dir``,
-which must not hold another run (``-resume`` continues a run in its own folder).
+which must not hold another run (``-resume`` continues a run in its own folder) and is locked
+while the run lives (``train.run_folder``).
 Debug aid: with ``TRAIN_DUMP_RANK_PARAMS=DIR`` every rank also writes its parameters after
 E-I Init and at the end to ``DIR/rank{r}_init.pth`` / ``rank{r}_final.pth``.
 """
 import argparse
 import math
+import os
 import random
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -37,14 +40,14 @@ import sj_ei.ops
 from sj_ei import convert, datasets, health
 from sj_ei.cupy_backend import CupyUnavailableError
 
-from . import checkpoint
+from . import checkpoint, run_folder
 from . import config as cfg
 from .distributed import Distributed, ShardSampler
 from .monitor import FiringRates, log_histograms
 
 FLAGS = {'-data-dir': 'data_dir', '-out-dir': 'out_dir', '-device': 'device', '-b': 'batch_size',
          '-epochs': 'epochs', '-lr': 'lr', '-T': 'T', '-j': 'workers', '-backend': 'backend', '-seed': 'seed',
-         '-width': 'width', '-init-from': 'init_from'}
+         '-width': 'width', '-init-from': 'init_from', '-threads': 'threads'}
 
 
 def parse_args(argv=None):
@@ -59,8 +62,10 @@ def parse_args(argv=None):
                         help="continue the run of this checkpoint (a run's checkpoint_latest.pth), in its folder")
     parser.add_argument('-pretrained', metavar='PATH',
                         help="evaluate on the test set (loss, top-1, top-5) and exit: this trainer's checkpoint_max.pth "
-                             "/ checkpoint_latest.pth (its model is built from the config inside it), or a DeepEISNN "
-                             'model (model.safetensors with its config.json beside it, or a .pth training checkpoint)')
+                             "/ checkpoint_latest.pth (the model is built from -cfg and flags, which must give the "
+                             "checkpoint's dataset, model, norm, width, ei_ratio and E-I switches: use the config it "
+                             'was trained with; T, -b, -device and -data-dir may differ), or a DeepEISNN model '
+                             '(model.safetensors with its config.json beside it, or a .pth training checkpoint)')
     parser.add_argument('-set', action='append', default=[], metavar='KEY=VALUE', help='override any config key')
     return parser.parse_args(argv)
 
@@ -221,8 +226,11 @@ def test_operations(counter: sj_ei.ops.Counter, distributed) -> dict:
 
 
 def check_setup(config: dict) -> torch.device:
-    """The torch device of ``config``, after checking that this machine can run ``config``."""
+    """The torch device of ``config``, after checking that this machine can run ``config``; sets torch's CPU
+    threads (``threads``)."""
     cfg.check_combination(config)
+    if config['threads']:
+        torch.set_num_threads(config['threads'])
     device = torch.device(config['device'])
     if device.type == 'cuda' and not torch.cuda.is_available():
         raise cfg.ConfigError(f"device {config['device']!r}: no CUDA device is available here; use -device cpu")
@@ -248,9 +256,12 @@ def first_batch(loader, seed: int, device) -> torch.Tensor:
 def build_model(config: dict) -> sj_ei.models.SpikingClassifier:
     """The untrained model of ``config``, with its E-I ablation switches."""
     meta = datasets.info(config['dataset'])
-    return sj_ei.models.build(config['model'], meta['num_classes'], meta['in_channels'], norm=config['norm'],
-                              T=config['T'], ei_ratio=config['ei_ratio'], width=config['width'],
-                              **cfg.layer_options(config))
+    try:
+        return sj_ei.models.build(config['model'], meta['num_classes'], meta['in_channels'], norm=config['norm'],
+                                  T=config['T'], ei_ratio=config['ei_ratio'], width=config['width'],
+                                  **cfg.layer_options(config))
+    except ValueError as e:  # build checks its arguments: a width or ei_ratio that leaves a layer too narrow
+        raise cfg.ConfigError(str(e)) from None
 
 
 class Summary(NamedTuple):
@@ -269,16 +280,56 @@ class Summary(NamedTuple):
 
 def train(config: dict, resume=None) -> Summary:
     """Train with ``config`` (from ``train.config``) in the new run folder ``config['out_dir']``,
-    or continue the run of checkpoint ``resume`` in the checkpoint's folder."""
+    or continue the run of checkpoint ``resume`` in the checkpoint's folder; the folder is locked
+    while the run lives, and a run that stops early says how to go on."""
     started = time.time()
     device = check_setup(config)
-    state = checkpoint.load(resume, config) if resume else None
     if resume:
         config = {**config, 'out_dir': str(Path(resume).parent)}
-    else:
-        checkpoint.check_new_run_folder(config['out_dir'])  # before any process of the run writes there
-    out_dir = Path(config['out_dir'])
     distributed = Distributed(device)
+    lock = open_run_folder(config['out_dir'], distributed, new=not resume)
+    try:
+        return run(config, resume, distributed, started)
+    except checkpoint.WriteError as e:
+        raise checkpoint.WriteError(f'{e}; then {after_stop(config["out_dir"], distributed.world)}') from e
+    finally:
+        if lock:
+            lock.release()
+
+
+def open_run_folder(out_dir, distributed: Distributed, new: bool):
+    """Rank 0 locks and readies the run's folder (``run_folder.claim``) and tells the other ranks whether
+    it could: the lock (rank 0) or None; a ``RunFolderError`` on rank 0 and exit status 2 on the others."""
+    lock = refused = None
+    if distributed.main:
+        try:
+            lock, notes = run_folder.claim(out_dir, new)
+            for note in notes:
+                print(note, flush=True)
+        except run_folder.RunFolderError as e:
+            refused = str(e)
+    refused = distributed.gather(refused)[0]
+    if refused and distributed.main:
+        raise run_folder.RunFolderError(refused)
+    if refused:
+        sys.exit(2)  # rank 0 says why
+    return lock
+
+
+def after_stop(out_dir, processes: int) -> str:
+    """What to run after a run stopped early: resume it from its latest checkpoint, or start it afresh."""
+    latest = Path(out_dir) / 'checkpoint_latest.pth'
+    if latest.is_file():
+        again = f', with {processes} processes again (torchrun --nproc_per_node={processes})' if processes > 1 else ''
+        return f'continue with -resume {latest}{again}'
+    return (f'run the same command again to start afresh in {out_dir} (no epoch finished, so there is nothing '
+            'to resume; what this run wrote there is replaced)')
+
+
+def run(config: dict, resume, distributed: Distributed, started: float) -> Summary:
+    """The body of ``train``, in the run's locked folder."""
+    state = checkpoint.load(resume, config, distributed.world) if resume else None
+    out_dir = Path(config['out_dir'])
     device = distributed.device
     seed_everything(config['seed'])
     train_loader, test_loader = make_loader(config, distributed, True), make_loader(config, distributed, False)
@@ -312,7 +363,7 @@ def train(config: dict, resume=None) -> Summary:
                  f', from the weights of {config["init_from"]}' if config['init_from'] else '')
         print(f'{config["model"]} ({config["norm"]}) on {config["dataset"]}: {len(train_loader.dataset)} train / '
               f'{len(test_loader.dataset)} test samples, T={config["T"]}, {distributed.world} process(es), '
-              f'device {device}, out_dir {out_dir}{begin}', flush=True)
+              f'device {device} ({torch.get_num_threads()} CPU thread(s)), out_dir {out_dir}{begin}', flush=True)
         if distributed.world > 1:
             start = ('resumed' if state else 'loaded' if config['init_from'] else
                      'E-I Init' if config['norm'] == 'ei' else 'initialization')
@@ -373,10 +424,8 @@ def train(config: dict, resume=None) -> Summary:
                 writer.close()
                 raise health.CollapseError(collapse_message(problem, epoch, mean_rates, config, out_dir, best_epoch))
     except KeyboardInterrupt:
-        latest = out_dir / 'checkpoint_latest.pth'
         if distributed.main:
-            print('interrupted; ' + (f'continue with -resume {latest}' if latest.is_file() else
-                                     'no epoch finished, so no checkpoint was written'), file=sys.stderr)
+            print(f'interrupted; {after_stop(out_dir, distributed.world)}', file=sys.stderr, flush=True)
         raise
     distributed.dump(model, 'final')
     if writer:
@@ -430,11 +479,26 @@ def evaluate_pretrained(config: dict, path) -> Evaluation:
     return result
 
 
-USER_ERRORS = (cfg.ConfigError, checkpoint.CheckpointError, datasets.DatasetNotFoundError, sj_ei.EIInitError,
-               convert.ConversionError, CupyUnavailableError, health.CollapseError)
+USER_ERRORS = (cfg.ConfigError, checkpoint.CheckpointError, run_folder.RunFolderError, datasets.DatasetNotFoundError,
+               datasets.DatasetDamagedError, sj_ei.EIInitError, convert.ConversionError, CupyUnavailableError,
+               health.CollapseError)
+
+
+def command(argv, processes: int) -> str:
+    """The command line that runs ``python -m train.classify argv`` in ``processes`` processes."""
+    launcher = f'torchrun --nproc_per_node={processes}' if processes > 1 else 'python'
+    return f'{launcher} -m train.classify {shlex.join(argv)}'
+
+
+def peer_lost(error: BaseException) -> bool:
+    """Whether ``error`` is a collective failing under torchrun because another process of the run ended
+    (interrupted, killed): then that process says why, and this one needs no traceback."""
+    return int(os.environ.get('WORLD_SIZE', 1)) > 1 and any(
+        text in str(error) for text in ('Connection closed by peer', 'Connection reset by peer', 'Broken pipe'))
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     try:
         config = make_config(args)
@@ -443,10 +507,18 @@ def main(argv=None):
         else:
             train(config, args.resume)
     except USER_ERRORS as e:
-        print(f'error: {e}', file=sys.stderr)
+        exact = f': {command(argv, e.processes)}' if isinstance(e, checkpoint.ProcessCountError) else ''
+        print(f'error: {e}{exact}', file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)  # train() said how to continue
+    except RuntimeError as e:  # under torchrun: a collective of this rank failed because another rank ended
+        if not peer_lost(e):
+            raise
+        folder = Path(args.resume).parent if args.resume else config['out_dir']
+        print(f'error: rank {os.environ.get("RANK")} stopped: another process of this run ended (connection closed); '
+              f'{after_stop(folder, int(os.environ["WORLD_SIZE"]))}', file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == '__main__':

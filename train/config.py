@@ -43,7 +43,9 @@ SCHEMA = {
                          'without bfloat16, where a small I_sh~ can overflow the E-I gradient)'),
     'backend': (str, 'torch', "neuron backend: 'torch' or 'cupy' (GPU)"),
     'device': (str, 'cpu', "torch device, e.g. 'cpu', 'cuda', 'cuda:1'"),
-    'seed': (int, 0, 'seed of every random number generator'),
+    'seed': (int, 0, 'seed of every random number generator (0 to 4294967295)'),
+    'threads': (int, 1, 'torch CPU threads per process (torch.set_num_threads; 0: torch\'s default, one per core '
+                        'or OMP_NUM_THREADS); more threads than idle cores makes training many times slower'),
     'out_dir': (str, 'runs/run', 'folder of this run: TensorBoard logs and checkpoints (must not hold another run)'),
     'init_from': (str, None, "start from the weights of this checkpoint (this trainer's, or a DeepEISNN model) "
                              'instead of E-I Init, with a fresh optimizer and schedule (fine-tuning, more epochs)'),
@@ -60,6 +62,11 @@ POSITIVE = ('width', 'ei_ratio', 'T', 'batch_size', 'epochs', 'num_samples', 'nu
             'i_theta')
 #: keys that may be null (YAML ``null``, ``-set eps=null``)
 NULLABLE = ('eps', 'init_from')
+#: names users write for keys (the suggestion for an unknown key is the closest of these or of the keys)
+ALIASES = {'learning_rate': 'lr', 'batch': 'batch_size', 'bs': 'batch_size', 'num_epochs': 'epochs',
+           'time_steps': 'T', 'timesteps': 'T', 'steps': 'T', 'wd': 'weight_decay', 'num_workers': 'workers',
+           'arch': 'model', 'network': 'model', 'output_dir': 'out_dir', 'log_dir': 'out_dir', 'data_path': 'data_dir',
+           'root': 'data_dir', 'warmup': 'warmup_epochs', 'num_threads': 'threads', 'width_mult': 'width'}
 #: the E-I layer options (paper Table 2 ablations); other norms take them only at their defaults
 ABLATIONS = ('init', 'sign_constraint', 'eps', 'grad_scale', 'i_population', 'i_theta')
 
@@ -80,8 +87,8 @@ def valid_keys() -> str:
 def check(key: str, value, source: str):
     """``value`` converted to ``key``'s type, or a ``ConfigError`` naming ``source``."""
     if key not in SCHEMA:
-        close = difflib.get_close_matches(key, SCHEMA, n=1)
-        hint = f' (did you mean {close[0]!r}?)' if close else ''
+        close = difflib.get_close_matches(key.lower().replace('-', '_'), [*SCHEMA, *ALIASES], n=1)
+        hint = f' (did you mean {ALIASES.get(close[0], close[0])!r}?)' if close else ''
         raise ConfigError(f'{source}: unknown key {key!r}{hint}. Valid keys:\n{valid_keys()}')
     if value is None and key in NULLABLE:
         return None
@@ -101,6 +108,10 @@ def check(key: str, value, source: str):
         raise ConfigError(f'{source}: {key} must be one of {", ".join(CHOICES[key])}, got {value!r}')
     if key in POSITIVE and value <= 0 or key in ('lr', 'weight_decay', 'momentum', 'warmup_epochs', 'workers') and value < 0:
         raise ConfigError(f'{source}: {key} must be {"> 0" if key in POSITIVE else ">= 0"}, got {value!r}')
+    if key == 'seed' and not 0 <= value < 2 ** 32:
+        raise ConfigError(f'{source}: seed must be from 0 to 4294967295 (what numpy accepts), got {value!r}')
+    if key == 'threads' and value < 0:
+        raise ConfigError(f"{source}: threads must be >= 0 (0: torch's default), got {value!r}")
     if key == 'size' and value < 8:
         raise ConfigError(f'{source}: size must be >= 8 (synthetic frames of size x size), got {value!r}')
     if key == 'device':

@@ -5,10 +5,11 @@ and the built-in synthetic events.
 data as float frames ``[T, 2, H, W]``, static images as ``[C, H, W]`` pixels in [0, 1]
 (the model repeats them over T; never normalized, as E-I layers need non-negative input).  ``info(name)`` gives what a model needs to know about the data.  A
 dataset that is not on disk raises ``DatasetNotFoundError`` saying which files to place
-where, before anything is written; nothing is downloaded, and nothing of the user's is
+where, before anything is written, and a file that fails its published MD5 checksum raises
+``DatasetDamagedError``; nothing is downloaded, and nothing of the user's is
 ever deleted or changed.
 """
-from .errors import DatasetNotFoundError
+from .errors import DatasetDamagedError, DatasetNotFoundError
 from .synthetic import CLASSES as SYNTHETIC_CLASSES, SyntheticEvents
 
 _INFO = {

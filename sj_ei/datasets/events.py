@@ -37,7 +37,7 @@ from spikingjelly.datasets.cifar10_dvs import CIFAR10DVS
 from spikingjelly.datasets.dvs128_gesture import DVS128Gesture
 
 from .. import _compat
-from .errors import DatasetNotFoundError
+from .errors import DatasetDamagedError, DatasetNotFoundError
 from .transforms import SENSOR, event_transform
 
 CIFAR10DVS_TRAIN_FRACTION = 0.9
@@ -206,7 +206,7 @@ def _prepare_events(name: str, root: Path):
             raise _not_found(name, root, f'it is not in {root} (missing {download}/{", ".join(missing)})')
         damaged = [p.name for p, md5 in archives if _md5(p) != md5]
         if damaged:
-            raise ValueError(f'{name}: {", ".join(damaged)} in {download} do(es) not match the published MD5 '
+            raise DatasetDamagedError(f'{name}: {", ".join(damaged)} in {download} do(es) not match the published MD5 '
                              'checksum (an incomplete or damaged download?). Nothing was deleted or written: '
                              'replace the file(s) with complete copies and run again.')
         print(f'{name}: extracting the archives in {download} to {extract} (once)')

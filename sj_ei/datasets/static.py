@@ -12,7 +12,7 @@ from pathlib import Path
 from torchvision import datasets, transforms
 from torchvision.datasets import cifar
 
-from .errors import DatasetNotFoundError
+from .errors import DatasetDamagedError, DatasetNotFoundError
 from .transforms import Cutout
 
 _TORCHVISION = {'cifar10': datasets.CIFAR10, 'cifar100': datasets.CIFAR100}
@@ -42,7 +42,7 @@ def static_images(name: str, root, train: bool):
         cls = _TORCHVISION[name]
         damaged = [f for f, md5 in cls.train_list + cls.test_list + [[cls.meta['filename'], cls.meta['md5']]]
                    if not cifar.check_integrity(str(folder / f), md5)]
-        raise ValueError(f'{name}: {", ".join(damaged) or "some files"} in {folder} do(es) not match the published '
+        raise DatasetDamagedError(f'{name}: {", ".join(damaged) or "some files"} in {folder} do(es) not match the published '
                          f'MD5 checksum (an incomplete or damaged copy?): place {_REQUIRED[name][2]} there again. '
                          'Nothing was changed.') from error
 

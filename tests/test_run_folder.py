@@ -1,0 +1,105 @@
+"""A run folder is never shared by two live runs and never stuck after a run died in it."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from train import run_folder
+
+from train_helpers import ROOT, cli, free_port, tiny_config
+
+#: an epoch 0 that lasts far longer than any test (synthetic samples are made when first read)
+ENDLESS = dict(num_samples=1_000_000, epochs=2)
+
+
+def ctrl_c_works():
+    """In the child: SIGINT raises KeyboardInterrupt, as at a terminal, even where the test runner ignores it
+    (e.g. started in the background by a shell without job control)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.fixture
+def start():
+    """``start(config, log, *flags)``: ``python -m train.classify -cfg config flags`` in the background, stdout
+    and stderr to ``log.out/.err``; whatever still runs at the end of the test is killed."""
+    started = []
+
+    def run(config, log, *flags) -> subprocess.Popen:
+        env = {**os.environ, 'PYTHONPATH': str(ROOT)}
+        with open(f'{log}.out', 'w') as out, open(f'{log}.err', 'w') as err:
+            started.append(subprocess.Popen([sys.executable, '-m', 'train.classify', '-cfg', str(config), *flags],
+                                            cwd=ROOT, env=env, stdout=out, stderr=err, preexec_fn=ctrl_c_works))
+        return started[-1]
+    yield run
+    for process in started:
+        process.kill()
+        process.wait()
+
+
+def wait_for(condition, what: str, timeout: float = 300):
+    end = time.time() + timeout
+    while not condition():
+        if time.time() > end:
+            pytest.fail(f'timed out waiting for {what}')
+        time.sleep(0.2)
+
+
+def test_two_runs_started_together_into_one_folder_one_trains_and_the_other_is_refused(tmp_path, start):
+    config = tiny_config(tmp_path, **ENDLESS)
+    run = tmp_path / 'run'
+    runs = [start(config, tmp_path / name, '-lr', lr) for name, lr in (('a', '0.005'), ('b', '0.01'))]
+    wait_for(lambda: any(p.poll() is not None for p in runs), 'one of the two runs to end')
+    loser = next(i for i, p in enumerate(runs) if p.poll() is not None)
+    winner = runs[1 - loser]
+    err = (tmp_path / 'ab'[loser]).with_suffix('.err').read_text()
+    assert runs[loser].returncode == 2 and winner.poll() is None, err
+    assert err == (f'error: {run} is in use by a live run (process {winner.pid}): wait for it to end or stop it, or '
+                   'choose another -out-dir\n')
+    # Ctrl-C in epoch 0: nothing to resume, and the message says so and what a rerun does
+    out = (tmp_path / 'ab'[1 - loser]).with_suffix('.out')
+    wait_for(lambda: f'out_dir {run}' in out.read_text(), 'the header of the live run')
+    winner.send_signal(signal.SIGINT)
+    assert winner.wait(timeout=120) == 130
+    assert (tmp_path / 'ab'[1 - loser]).with_suffix('.err').read_text() == (
+        f'interrupted; run the same command again to start afresh in {run} (no epoch finished, so there is '
+        'nothing to resume; what this run wrote there is replaced)\n')
+    assert [p.name.split('.')[0] for p in run.iterdir()] == ['events']  # its lock went with it
+    # the folder is neither stuck nor shared: the rerun replaces the stopped run's events
+    result = cli('-cfg', config, '-set', 'num_samples=16', '-epochs', '1')
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.startswith(f'{run}: removed events.out.tfevents.')
+    assert len(list(run.glob('events.out.tfevents.*'))) == 1
+    assert sorted(p.name for p in run.iterdir() if not p.name.startswith('events')) == \
+        ['checkpoint_latest.pth', 'checkpoint_max.pth']  # the lock file goes with the run that held it
+    assert torch.load(run / 'checkpoint_latest.pth', weights_only=True)['config']['num_samples'] == 16
+
+
+def test_a_run_killed_in_its_first_epoch_leaves_its_folder_usable(tmp_path, start):
+    config = tiny_config(tmp_path, **ENDLESS)
+    run = tmp_path / 'run'
+    first = start(config, tmp_path / 'first')
+    wait_for(lambda: f'out_dir {run}' in (tmp_path / 'first.out').read_text(), 'the header')
+    first.send_signal(signal.SIGKILL)  # no clean-up at all: the kernel drops the lock with the process
+    first.wait(timeout=60)
+    result = cli('-cfg', config, '-set', 'num_samples=16', '-epochs', '1')
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert 'removed events.out.tfevents.' in result.stdout.splitlines()[0]
+
+
+def test_a_folder_locked_by_a_live_process_is_refused_under_torchrun_without_hanging(tmp_path):
+    config = tiny_config(tmp_path, epochs=1)
+    lock = run_folder.Lock(tmp_path / 'run')  # this test's process is the live run
+    try:
+        result = cli('-cfg', config, launcher=('-m', 'torch.distributed.run', '--nproc_per_node=2',
+                                               f'--master_port={free_port()}'))
+    finally:
+        lock.release()
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith('error:')]
+    assert errors == [f'error: {tmp_path / "run"} is in use by a live run (process {os.getpid()}): wait for it to '
+                      'end or stop it, or choose another -out-dir'], result.stderr[-3000:]  # rank 0 alone says why
+    assert not (tmp_path / 'run').exists()  # the lock's folder went with it; the refused run wrote nothing
