@@ -37,10 +37,7 @@ Energy = sum of counts times ``Prices`` (pJ).  Parts: ``excitatory`` (``W_EE``, 
 biases), ``inhibition`` (what only E-I layers do: ``W_IE``, the I population, both
 ``W_EI`` paths, stabilization, division, ``g_E``), ``neuron`` (LIF).
 """
-import argparse
 import math
-import pickle
-import sys
 from dataclasses import dataclass, field, fields
 from typing import Dict, Iterable, List, Optional
 
@@ -49,7 +46,8 @@ import torch.nn.functional as F
 from torch import nn
 from spikingjelly.activation_based import functional, neuron
 
-from .division import LUTDivision, ShiftDivision
+from . import cli
+from .division import LUTDivision, ShiftDivision, set_division
 from .init import ei_init, ei_layers
 from .layers import _EILayer
 
@@ -346,98 +344,20 @@ def side_by_side(ei: Report, bn: Report) -> str:
     return '\n'.join(lines)
 
 
-def _parse_args(argv):
-    parser = argparse.ArgumentParser(
-        prog='python -m sj_ei.ops', description='Operations and energy per sample of the E-I network of a '
-        'trainer config and of the batch-norm SNN of the same shape, on batches of the test set.')
-    parser.add_argument('-cfg', required=True, metavar='YAML', help='trainer config (configs/)')
-    parser.add_argument('-pretrained', metavar='PATH', help='trainer checkpoint (.pth) of the E-I network; '
-                        'without it the network is counted right after E-I Init on the first batch')
-    parser.add_argument('-bn-pretrained', metavar='PATH', help='trainer checkpoint of the batch-norm network; '
-                        'without it an untrained one is used, its batch-norm statistics taken from the batches')
-    parser.add_argument('-batches', type=int, default=4, metavar='N', help='test batches to run (default 4)')
+def main(argv=None):
+    """The command line: ``python -m sj_ei.ops -h``."""
+    parser = cli.parser('python -m sj_ei.ops', 'Operations and energy per sample of the E-I network of a '
+                        'trainer config and of the batch-norm SNN of the same shape, on batches of the test set.')
     parser.add_argument('-prices', default='', metavar='NAME=PJ,...', help='energy prices in pJ, e.g. '
                         f'"mac=3.1,ac=0.1"; names and defaults: {Prices()}')
     parser.add_argument('-division', default='exact', choices=DIVISIONS, help='division of the E-I layers')
     parser.add_argument('-table-size', type=int, metavar='N', help="table size of -division lut (default 64)")
-    parser.add_argument('-synthetic', action='store_true', help="count on the quick-start synthetic test data made "
-                        "at this config's input shape instead of its dataset (for when the data are absent): event "
-                        "frames [T, 2, H, W]; for static datasets each sample's frames summed over time, scaled to "
-                        "[0, 1] and made 3 channels (on, off, their mean)")
-    parser.add_argument('-set', action='append', default=[], metavar='KEY=VALUE', help='override a config key')
-    return parser.parse_args(argv)
-
-
-def _load(model, path, what):
-    try:
-        state = torch.load(path, map_location='cpu', weights_only=True)
-        model.load_state_dict(state['model'] if isinstance(state, dict) and 'model' in state else state)
-        return
-    except pickle.UnpicklingError:
-        reason = 'not a torch checkpoint file'
-    except (OSError, RuntimeError, KeyError, TypeError) as e:
-        reason = str(e).splitlines()[0]
-    raise ValueError(f'-{what} {path}: not a checkpoint of this network ({reason}); pass a checkpoint_max.pth '
-                     'written by python -m train.classify with the same config')
-
-
-def _test_batches(config: dict, n: int, synthetic: bool) -> List[torch.Tensor]:
-    """The first ``n`` test batches of ``config``'s dataset as model input (``[T, B, ...]`` or ``[B, C, H, W]``),
-    or of the synthetic stand-in at its input shape (``-synthetic``)."""
-    from . import datasets
-    meta = datasets.info(config['dataset'], size=config['size'])
-    if config['dataset'] == 'synthetic' or synthetic:
-        size = config['size'] if config['dataset'] == 'synthetic' else meta['size'][0]
-        data = datasets.build('synthetic', None, config['T'], False, num_test_samples=n * config['batch_size'],
-                              size=size, seed=config['seed'])
-    else:
-        data = datasets.build(config['dataset'], config['data_dir'], config['T'], False)
-    batches = []
-    for x, _ in torch.utils.data.DataLoader(data, batch_size=config['batch_size']):
-        if x.dim() == 5 and not meta['events']:  # stand-in image from events [B, T, 2, H, W]
-            frames = x.sum(1)
-            frames = frames / frames.amax((1, 2, 3), keepdim=True).clamp(min=1)
-            x = torch.cat([frames, frames.mean(1, keepdim=True)], 1)
-        batches.append(datasets.model_input(x))
-        if len(batches) == n:
-            break
-    return batches
-
-
-def main(argv=None):
-    """The command line: ``python -m sj_ei.ops -h``."""
-    from train import config as cfg
-    from . import datasets, division, models
-    args = _parse_args(argv)
-    try:
+    args = parser.parse_args(argv)
+    with cli.errors():
         prices = Prices.parse(args.prices)
-        config = cfg.load(args.cfg)
-        for item in args.set:
-            key, sep, value = item.partition('=')
-            if not sep:
-                raise cfg.ConfigError(f'-set expects KEY=VALUE, got {item!r}')
-            cfg.override(config, key, value, f'-set {item}')
-        if args.batches < 1:
-            raise ValueError(f'-batches must be >= 1, got {args.batches}')
-        batches = _test_batches(config, args.batches, args.synthetic)
-        meta = datasets.info(config['dataset'])
-        torch.manual_seed(config['seed'])
-        build = lambda norm: models.build(config['model'], meta['num_classes'], meta['in_channels'], norm=norm,
-                                          T=config['T'], ei_ratio=config['ei_ratio'], width=config['width'])
-        ei_net, bn_net = build('ei'), build('bn')
-        if args.pretrained:
-            _load(ei_net, args.pretrained, 'pretrained')
-        else:
-            ei_init(ei_net, batches[0])
-        if args.bn_pretrained:
-            _load(bn_net, args.bn_pretrained, 'bn-pretrained')
-        else:
-            calibrate_batch_norm(bn_net, batches)
+        config, batches, ei_net, bn_net = cli.networks(args)
         if args.division != 'exact' or args.table_size is not None:
-            division.set_division(ei_net, args.division, args.table_size)
-    except (ValueError, cfg.ConfigError, datasets.DatasetNotFoundError) as e:
-        print(f'error: {e}', file=sys.stderr)
-        sys.exit(2)
+            set_division(ei_net, args.division, args.table_size)
     ei, bn = compare(ei_net, bn_net, batches, prices)
     shape = 'x'.join(map(str, batches[0].shape[-3:]))
     source = 'synthetic stand-in for ' + config['dataset'] if args.synthetic else config['dataset']
@@ -447,21 +367,6 @@ def main(argv=None):
           f'BN {"from " + args.bn_pretrained if args.bn_pretrained else "untrained, statistics of these batches"}')
     print(f'prices (pJ): {prices}')
     print(side_by_side(ei, bn))
-
-
-@torch.no_grad()
-def calibrate_batch_norm(net: nn.Module, batches: List[torch.Tensor]):
-    """Batch-norm running statistics of ``net`` set to the average over ``batches`` (an untrained
-    network then normalizes as if trained on these data; its weights stay untrained)."""
-    norms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average
-    net.train()
-    for x in batches:
-        net(x)
-        functional.reset_net(net)
-    net.eval()
 
 
 if __name__ == '__main__':

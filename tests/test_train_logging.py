@@ -6,7 +6,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 import sj_ei
 from train import classify
-from train import config as cfg
+from sj_ei import config as cfg
 from train.monitor import FiringRates, e_populations
 
 from train_helpers import tiny_config

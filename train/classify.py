@@ -30,11 +30,11 @@ from spikingjelly.activation_based import functional
 
 import sj_ei
 import sj_ei.ops
-from sj_ei import convert, datasets
+from sj_ei import config as cfg, convert, datasets
+from sj_ei.config import build_model
 from sj_ei.cupy_backend import CupyUnavailableError
 
 from . import checkpoint
-from . import config as cfg
 from .distributed import Distributed, ShardSampler
 from .monitor import FiringRates, log_histograms
 
@@ -68,12 +68,7 @@ def make_config(args) -> dict:
             cfg.override(config, key, getattr(args, key), f'flag {flag}')
     if args.amp:
         config['amp'] = True
-    for item in args.set:
-        key, sep, value = item.partition('=')
-        if not sep:
-            raise cfg.ConfigError(f'-set expects KEY=VALUE, got {item!r}')
-        cfg.override(config, key, value, f'-set {item}')
-    return config
+    return cfg.apply_sets(config, args.set)
 
 
 def seed_everything(seed: int):
@@ -198,14 +193,6 @@ def first_batch(loader, seed: int, device) -> torch.Tensor:
     return datasets.model_input(x).to(device)
 
 
-def build_model(config: dict) -> sj_ei.models.SpikingClassifier:
-    """The untrained model of ``config``, with its E-I ablation switches."""
-    meta = datasets.info(config['dataset'])
-    return sj_ei.models.build(config['model'], meta['num_classes'], meta['in_channels'], norm=config['norm'],
-                              T=config['T'], ei_ratio=config['ei_ratio'], width=config['width'],
-                              **cfg.layer_options(config))
-
-
 class Summary(NamedTuple):
     """What a training run ends with."""
     best_acc1: float   #: best test top-1 (%)
@@ -221,7 +208,7 @@ class Summary(NamedTuple):
 
 
 def train(config: dict, resume=None) -> Summary:
-    """Train with ``config`` (from ``train.config``) in the new run folder ``config['out_dir']``,
+    """Train with ``config`` (from ``sj_ei.config``) in the new run folder ``config['out_dir']``,
     or continue the run of checkpoint ``resume`` in the checkpoint's folder."""
     started = time.time()
     device = check_setup(config)
