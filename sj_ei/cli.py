@@ -5,7 +5,7 @@ a trainer config with ``-set`` overrides, its E-I network and batch-norm twin fr
     parser = cli.parser('python -m sj_ei.x', 'what it does')   # -cfg -pretrained -bn-pretrained -batches ...
     args = parser.parse_args(argv)
     with cli.errors():                                          # a user's mistake: one line, exit status 2
-        config, batches, ei_net, bn_net = cli.networks(args)
+        config, batches, labels, ei_net, bn_net = cli.networks(args)
 """
 import argparse
 import contextlib
@@ -50,13 +50,13 @@ def errors():
         sys.exit(2)
 
 
-def networks(args) -> Tuple[dict, List[torch.Tensor], nn.Module, nn.Module]:
-    """``(config, test batches, E-I network, batch-norm twin)`` of the parsed command line ``args``,
+def networks(args) -> Tuple[dict, List[torch.Tensor], List[torch.Tensor], nn.Module, nn.Module]:
+    """``(config, test batches, their labels, E-I network, batch-norm twin)`` of the parsed command line ``args``,
     both networks in eval mode, loaded from ``-pretrained`` / ``-bn-pretrained`` where given."""
     config = cfg.apply_sets(cfg.load(args.cfg), args.set)
     if args.batches < 1:
         raise ValueError(f'-batches must be >= 1, got {args.batches}')
-    batches = test_batches(config, args.batches, args.synthetic)
+    batches, labels = zip(*test_batches(config, args.batches, args.synthetic))
     torch.manual_seed(config['seed'])
     ei_net, bn_net = cfg.build_model(config, 'ei'), cfg.build_model(config, 'bn')
     if args.pretrained:
@@ -67,12 +67,12 @@ def networks(args) -> Tuple[dict, List[torch.Tensor], nn.Module, nn.Module]:
         convert.load_pretrained(bn_net, args.bn_pretrained)
     else:
         calibrate_batch_norm(bn_net, batches)
-    return config, batches, ei_net.eval(), bn_net.eval()
+    return config, list(batches), list(labels), ei_net.eval(), bn_net.eval()
 
 
-def test_batches(config: dict, n: int, synthetic: bool = False) -> List[torch.Tensor]:
-    """The first ``n`` test batches of ``config``'s dataset as model input (``[T, B, ...]`` or ``[B, C, H, W]``),
-    or of the synthetic stand-in at its input shape (``synthetic``)."""
+def test_batches(config: dict, n: int, synthetic: bool = False) -> List[Tuple[torch.Tensor, torch.Tensor]]:
+    """The first ``n`` test batches ``(x, labels)`` of ``config``'s dataset, ``x`` as model input (``[T, B, ...]``
+    or ``[B, C, H, W]``), or of the synthetic stand-in at its input shape (``synthetic``)."""
     meta = datasets.info(config['dataset'], size=config['size'])
     if config['dataset'] == 'synthetic' or synthetic:
         size = config['size'] if config['dataset'] == 'synthetic' else meta['size'][0]
@@ -81,12 +81,12 @@ def test_batches(config: dict, n: int, synthetic: bool = False) -> List[torch.Te
     else:
         data = datasets.build(config['dataset'], config['data_dir'], config['T'], False)
     batches = []
-    for x, _ in torch.utils.data.DataLoader(data, batch_size=config['batch_size']):
+    for x, y in torch.utils.data.DataLoader(data, batch_size=config['batch_size']):
         if x.dim() == 5 and not meta['events']:  # stand-in image from events [B, T, 2, H, W]
             frames = x.sum(1)
             frames = frames / frames.amax((1, 2, 3), keepdim=True).clamp(min=1)
             x = torch.cat([frames, frames.mean(1, keepdim=True)], 1)
-        batches.append(datasets.model_input(x))
+        batches.append((datasets.model_input(x), y))
         if len(batches) == n:
             break
     return batches

@@ -49,6 +49,8 @@ SCHEMA = {
     'init_from': (str, None, "start from the weights of this checkpoint (this trainer's, or a DeepEISNN model) "
                              'instead of E-I Init, with a fresh optimizer and schedule (fine-tuning, more epochs)'),
     'histograms': (bool, False, "TensorBoard histograms of E-I parameters and each layer's I_int, every epoch"),
+    'figures': (bool, True, 'TensorBoard images of the E-I balance and firing rates at the end of training '
+                            '(sj_ei.analyze; needs matplotlib: pip install sj_ei[analyze])'),
     'num_samples': (int, 1024, 'synthetic dataset only: training samples'),
     'num_test_samples': (int, 512, 'synthetic dataset only: test samples'),
     'size': (int, 32, 'synthetic dataset only: frame height and width (>= 8; >= 32 for the VGGs)'),

@@ -355,7 +355,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     with cli.errors():
         prices = Prices.parse(args.prices)
-        config, batches, ei_net, bn_net = cli.networks(args)
+        config, batches, _, ei_net, bn_net = cli.networks(args)
         if args.division != 'exact' or args.table_size is not None:
             set_division(ei_net, args.division, args.table_size)
     ei, bn = compare(ei_net, bn_net, batches, prices)

@@ -29,6 +29,7 @@ from tqdm import tqdm
 from spikingjelly.activation_based import functional
 
 import sj_ei
+import sj_ei.analyze
 import sj_ei.ops
 from sj_ei import config as cfg, convert, datasets
 from sj_ei.config import build_model
@@ -310,6 +311,9 @@ def train(config: dict, resume=None) -> Summary:
                                      'no epoch finished, so no checkpoint was written'), file=sys.stderr)
         raise
     distributed.dump(model, 'final')
+    if writer and config['figures']:  # of the last model, on the first test batch
+        x, _ = next(iter(test_loader))
+        sj_ei.analyze.log_figures(writer, model, [datasets.model_input(x).to(device)], config['epochs'] - 1)
     if writer:
         writer.close()
     distributed.close()
