@@ -165,13 +165,75 @@ def _division_kind(layer: _EILayer) -> str:
         return 'shift'
     if isinstance(layer.division, LUTDivision):
         return 'lut'
-    raise TypeError(f'{layer._label()}: cannot price its division {type(layer.division).__name__}; '
+    raise TypeError(f'{type(layer).__name__}: cannot price its division {type(layer.division).__name__}; '
                     'count with a division of sj_ei.division (ShiftDivision, LUTDivision) or None')
 
 
 def _layer_parts(output) -> torch.Tensor:
     """The E-I layer output as a tensor (``I_int``, or ``i_ee`` of an ``EICurrents``)."""
     return output[0] if isinstance(output, tuple) else output
+
+
+def pool_quantum(x: torch.Tensor, out: torch.Tensor) -> float:
+    """``1 / window`` of an average pooling from ``x`` to ``out``: the count quantum of its output."""
+    return 1.0 / (x.shape[-1] * x.shape[-2] // (out.shape[-1] * out.shape[-2]))
+
+
+def _classify(x: torch.Tensor, quanta):
+    """``('spikes'|'counts'|'real', counts or None)``: ``counts`` is what each value costs in ACs."""
+    if bool(((x == 0) | (x == 1)).all()):
+        return 'spikes', x
+    if bool((x >= 0).all()):
+        for q in sorted(quanta, reverse=True):
+            c = x / q
+            if bool((c == c.round()).all()):
+                return 'counts', c
+    return 'real', None
+
+
+@torch.no_grad()
+def synapse_ops(m: nn.Module, x: torch.Tensor, quanta=(1.0,)):
+    """``(input kind, mean input value or None, {part: {op: count}})`` of one call of the synaptic
+    layer ``m`` (E-I layer, convolution, linear) on ``x``; ``quanta``: the count quanta seen so far
+    (1 and ``pool_quantum`` of every average pooling)."""
+    x = x.flatten(0, 1) if getattr(m, 'step_mode', 's') == 'm' else x
+    kind, counts = _classify(x, quanta)
+    rate = None if kind == 'real' else x.float().mean().item()
+    ei = isinstance(m, _EILayer)
+    conv = isinstance(m, nn.Conv2d) or ei and m.weight_ee.dim() == 4
+    if conv:
+        kernel = m.weight_ee.shape[2:] if ei else m.weight.shape[2:]
+        ones = x.new_ones(1, x.shape[1] // getattr(m, 'groups', 1), *kernel)
+        source = counts if counts is not None else x.new_ones(x.shape)
+        reach = F.conv2d(source, ones, None, m.stride, m.padding, m.dilation, getattr(m, 'groups', 1))
+        uses = reach.sum().item() if counts is not None else reach.numel() * ones.numel()
+    else:
+        uses = counts.sum().item() if counts is not None else x.numel()
+    op = 'mac' if counts is None else 'ac'
+    if ei:
+        return kind, rate, {'excitatory': {op: uses * m.n_e}, 'inhibition': {op: uses * m.n_i}}
+    return kind, rate, {'excitatory': {op: uses * (m.out_channels if conv else m.out_features)}}
+
+
+@torch.no_grad()
+def inhibition_ops(layer: nn.Module, r: torch.Tensor):
+    """``{part: {op: count}}`` of E-I ``layer``'s I population output ``r`` and both ``W_EI`` paths."""
+    paths = 1 if layer.readout else 2
+    m = layer.i_population
+    if getattr(m, 'mode', 'rate') == 'count':
+        sends = {'ac': (r / m.theta).sum().item() * layer.n_e * paths}
+    else:
+        sends = {'mac': (r != 0).sum().item() * layer.n_e * paths}
+    return {'inhibition': {'add': r.numel(), **sends}}  # add: the ReLU / threshold compare
+
+
+def ei_output_ops(layer: nn.Module, out):
+    """``{part: {op: count}}`` after the inhibition of a hidden E-I ``layer`` whose output is ``out``:
+    stabilization, division, ``g_E`` and ``b_E`` per E neuron and step (nothing for a readout)."""
+    if layer.readout:
+        return {}
+    n = _layer_parts(out).numel()
+    return {'inhibition': {'add': 2 * n, 'div': n, 'mul': n}, 'excitatory': {'add': n}}
 
 
 class Counter:
@@ -223,77 +285,44 @@ class Counter:
         self.samples += x.shape[0] if x.dim() == 4 and getattr(module, 'T', None) else x.shape[1]
 
     def _on_pool(self, x, out):
-        window = x.shape[-1] * x.shape[-2] // (out.shape[-1] * out.shape[-2])
-        self._quanta.add(1.0 / window)
-
-    def _classify(self, x: torch.Tensor):
-        """``('spikes'|'counts'|'real', counts or None)``: ``counts`` is what each value costs in ACs."""
-        if bool(((x == 0) | (x == 1)).all()):
-            return 'spikes', x
-        if bool((x >= 0).all()):
-            for q in sorted(self._quanta, reverse=True):
-                c = x / q
-                if bool((c == c.round()).all()):
-                    return 'counts', c
-        return 'real', None
+        self._quanta.add(pool_quantum(x, out))
 
     @torch.no_grad()
     def _on_synapses(self, name, m, x):
         if name not in self.rows:
             self.rows[name] = Row(name, 'ei' if isinstance(m, _EILayer) else type(m).__name__.lower())
         row = self._current = self.rows[name]
-        x = x.flatten(0, 1) if getattr(m, 'step_mode', 's') == 'm' else x
-        kind, counts = self._classify(x)
+        kind, rate, ops = synapse_ops(m, x, self._quanta)
         row.input = kind if row.input in ('', kind) else 'mixed'
-        if kind != 'real':
-            row.rate_sum, row.rate_calls = row.rate_sum + x.float().mean().item(), row.rate_calls + 1
-        conv = isinstance(m, nn.Conv2d) or isinstance(m, _EILayer) and m.weight_ee.dim() == 4
-        if conv:
-            kernel = m.weight_ee.shape[2:] if isinstance(m, _EILayer) else m.weight.shape[2:]
-            ones = x.new_ones(1, x.shape[1] // getattr(m, 'groups', 1), *kernel)
-            source = counts if counts is not None else x.new_ones(x.shape)
-            reach = F.conv2d(source, ones, None, m.stride, m.padding, m.dilation, getattr(m, 'groups', 1))
-            uses = reach.sum().item() if counts is not None else reach.numel() * ones.numel()
-        else:
-            uses = counts.sum().item() if counts is not None else x.numel()
-        op = 'mac' if counts is None else 'ac'
+        if rate is not None:
+            row.rate_sum, row.rate_calls = row.rate_sum + rate, row.rate_calls + 1
         if isinstance(m, _EILayer):
             row.division = None if m.readout else _division_kind(m)
-            self._add('excitatory', op, uses * m.n_e)
-            self._add('inhibition', op, uses * m.n_i)
-        else:
-            self._add('excitatory', op, uses * (m.out_channels if conv else m.out_features))
+        self._merge(ops)
 
     @torch.no_grad()
     def _on_i_population(self, name, m, r):
         if name not in self.rows:
             raise RuntimeError(f'sj_ei.ops: the I population of {name} ran without its E-I layer\'s forward '
-                               '(a fused backend that calls layer.currents()); count with the torch backend: '
+                               '(a fused backend that skips the layer); count with the torch backend: '
                                "sj_ei.set_backend(net, 'torch')")
-        layer = self._owner[id(m)]
-        paths = 1 if layer.readout else 2
         self._current = self.rows[name]
-        self._add('inhibition', 'add', r.numel())  # ReLU / threshold compare
-        if getattr(m, 'mode', 'rate') == 'count':
-            self._add('inhibition', 'ac', (r / m.theta).sum().item() * layer.n_e * paths)
-        else:
-            self._add('inhibition', 'mac', (r != 0).sum().item() * layer.n_e * paths)
+        self._merge(inhibition_ops(self._owner[id(m)], r))
 
     @torch.no_grad()
     def _on_ei_output(self, name, m, out):
         self._current = self.rows[name]
-        if m.readout:
-            return
-        n = _layer_parts(out).numel()
-        self._add('inhibition', 'add', 2 * n)  # stabilization
-        self._add('inhibition', 'div', n)
-        self._add('inhibition', 'mul', n)      # g_E
-        self._add('excitatory', 'add', n)      # b_E
+        self._merge(ei_output_ops(m, out))
 
     @torch.no_grad()
     def _on_neuron(self, spikes):
         self._add('neuron', 'mul', spikes.numel())
         self._add('neuron', 'add', 2 * spikes.numel() + spikes.sum().item())
+
+    def _merge(self, ops):
+        for part, counts in ops.items():
+            for op, n in counts.items():
+                self._add(part, op, n)
 
     def report(self, prices: Optional[Prices] = None) -> Report:
         """Per-sample counts of everything run inside the ``with`` block."""
