@@ -48,7 +48,7 @@ from spikingjelly.activation_based import functional, neuron
 
 from . import cli
 from .division import LUTDivision, ShiftDivision, set_division
-from .init import ei_init, ei_layers
+from .init import ei_layers
 from .layers import _EILayer
 
 OPS = ('ac', 'mac', 'div', 'mul', 'add')
