@@ -446,7 +446,7 @@ def log_figures(writer, net: nn.Module, batches: List[torch.Tensor], step: int) 
                       '(pip install sj_ei[analyze], or turn them off with -set figures=false)')
         return False
     matplotlib.use('Agg')
-    summary = summarize(record(net, batches))
+    summary = summarize(record(net, batches, f'the model at step {step}'))
     if summary['layers']:
         writer.add_figure('analysis/balance', figure_balance(summary), step)
     writer.add_figure('analysis/rates', figure_rates(summary), step)
@@ -464,6 +464,11 @@ def main(argv=None):
                         '(default analysis/)')
     args = parser.parse_args(argv)
     with cli.errors():
+        try:
+            import matplotlib  # noqa: F401 (checked before the work, not after it)
+        except ImportError:
+            raise ValueError('python -m sj_ei.analyze draws with matplotlib, which is not installed: '
+                             "pip install 'sj_ei[analyze]' (or pip install matplotlib)") from None
         config, batches, labels, ei_net, bn_net = cli.networks(args)
         torch.manual_seed(config['seed'])
         fresh = cfg.build_model(config, 'ei')
