@@ -60,14 +60,23 @@ def networks(args) -> Tuple[dict, List[torch.Tensor], List[torch.Tensor], nn.Mod
     torch.manual_seed(config['seed'])
     ei_net, bn_net = cfg.build_model(config, 'ei'), cfg.build_model(config, 'bn')
     if args.pretrained:
-        convert.load_pretrained(ei_net, args.pretrained)
+        _load(ei_net, args.pretrained, '-pretrained', 'E-I')
     else:
         ei_init(ei_net, batches[0])
     if args.bn_pretrained:
-        convert.load_pretrained(bn_net, args.bn_pretrained)
+        _load(bn_net, args.bn_pretrained, '-bn-pretrained', 'batch-norm')
     else:
         calibrate_batch_norm(bn_net, batches)
     return config, list(batches), list(labels), ei_net.eval(), bn_net.eval()
+
+
+def _load(net: nn.Module, path, flag: str, kind: str):
+    """``convert.load_pretrained`` with the flag and the network it was meant for in its error."""
+    try:
+        convert.load_pretrained(net, path)
+    except convert.ConversionError as e:
+        raise convert.ConversionError(f'{flag} {path}: not a checkpoint of the {kind} network of this config: '
+                                      f'{e}') from None
 
 
 def test_batches(config: dict, n: int, synthetic: bool = False) -> List[Tuple[torch.Tensor, torch.Tensor]]:

@@ -179,5 +179,5 @@ def test_command_line_writes_the_summary_and_every_figure(tmp_path):
         assert without['weight_ei'] > 8 * with_d['weight_ei'] and without['weight_ee'] == with_d['weight_ee']
     bad = subprocess.run([sys.executable, '-m', 'sj_ei.analyze', '-cfg', 'configs/quickstart.yaml', '-pretrained',
                           str(tmp_path / 'summary.json')], capture_output=True, text=True, timeout=600)
-    assert bad.returncode == 2 and bad.stderr.startswith('error: ') and 'summary.json' in bad.stderr
+    assert bad.returncode == 2 and bad.stderr.startswith('error: -pretrained ') and 'summary.json' in bad.stderr
     assert math.isfinite(summary['layers']['features.0.layer']['i_int']['bimodality'])
