@@ -122,10 +122,7 @@ def record(net: nn.Module, batches: List[torch.Tensor], label: str = 'network') 
     rec, hooks, outputs = Record(label), [], {}
     layers = [(name, m) for name, m in ei_layers(net) if not m.readout]
 
-    def on_layer(name, layer, out):
-        c = out if isinstance(out, EICurrents) else None
-        if c is None:
-            return None
+    def on_layer(name, layer, c: EICurrents):
         dim = _channel_dim(layer, c.i_ee)
         i_int = integrate(c, dim)
         rec.moments(rec.layers, name, 'i_int').add(i_int)
@@ -152,7 +149,7 @@ def record(net: nn.Module, batches: List[torch.Tensor], label: str = 'network') 
     for name, layer in layers:
         outputs[name] = layer.output
         layer.output = 'currents'
-        hooks.append(layer.register_forward_hook(lambda m, a, out, n=name: on_layer(n, m, out)))
+        hooks.append(layer.register_forward_hook(lambda m, a, c, n=name: on_layer(n, m, c)))
         hooks.append(layer.i_population.register_forward_hook(lambda m, a, r, n=name: on_i_population(n, r)))
     for name, m in net.named_modules():
         if isinstance(m, neuron.BaseNode):
