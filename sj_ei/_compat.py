@@ -14,6 +14,8 @@ from here.
 - ``lif_node_charges_like_sj_ei(tau, decay_input, v_reset)``: whether spikingjelly's ``LIFNode``
   rounds its charge as sj_ei's LIF does (always on 0.0.0.0.14; on 2.x at the paper's tau = 2, not
   at every tau).
+- ``op_counter()``: spikingjelly 2's operation counters (``activation_based.op_counter``); an
+  ``ImportError`` saying so on 0.0.0.0.14, which has none.
 - The event-dataset readers sj_ei calls, whose names and argument types changed
   (``split_dvs_gesture_recording``, ``aedat_header_length``, ``parse_aedat_address``,
   ``load_events_np``, ``load_cifar10dvs_recording``); spikingjelly's dataset modules are
@@ -115,6 +117,15 @@ def lif_node_charges_like_sj_ei(tau: float, decay_input: bool, v_reset: Optional
     if SJ_MAJOR == 0 or decay_input or v_reset not in (None, 0.0):
         return True
     return math.frexp(tau)[0] == 0.5
+
+
+def op_counter() -> types.ModuleType:
+    """spikingjelly 2's ``spikingjelly.activation_based.op_counter`` (counters, counter modes, energy models)."""
+    if SJ_MAJOR == 0:
+        raise ImportError(f'spikingjelly {SJ_VERSION} has no op_counter (spikingjelly 2 has it); '
+                          'count with sj_ei.ops, which works on both releases')
+    from spikingjelly.activation_based import op_counter as module
+    return module
 
 
 def set_backend(net: nn.Module, backend: str) -> None:

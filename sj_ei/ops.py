@@ -37,9 +37,7 @@ Energy = sum of counts times ``Prices`` (pJ).  Parts: ``excitatory`` (``W_EE``, 
 biases), ``inhibition`` (what only E-I layers do: ``W_IE``, the I population, both
 ``W_EI`` paths, stabilization, division, ``g_E``), ``neuron`` (LIF).
 """
-import argparse
 import math
-import sys
 from dataclasses import dataclass, field, fields
 from typing import Dict, Iterable, List, Optional
 
@@ -48,8 +46,9 @@ import torch.nn.functional as F
 from torch import nn
 from spikingjelly.activation_based import functional, neuron
 
-from .division import LUTDivision, ShiftDivision
-from .init import ei_init, ei_layers
+from . import cli
+from .division import LUTDivision, ShiftDivision, set_division
+from .init import ei_layers
 from .layers import _EILayer
 
 OPS = ('ac', 'mac', 'div', 'mul', 'add')
@@ -166,13 +165,75 @@ def _division_kind(layer: _EILayer) -> str:
         return 'shift'
     if isinstance(layer.division, LUTDivision):
         return 'lut'
-    raise TypeError(f'{layer._label()}: cannot price its division {type(layer.division).__name__}; '
+    raise TypeError(f'{type(layer).__name__}: cannot price its division {type(layer.division).__name__}; '
                     'count with a division of sj_ei.division (ShiftDivision, LUTDivision) or None')
 
 
 def _layer_parts(output) -> torch.Tensor:
     """The E-I layer output as a tensor (``I_int``, or ``i_ee`` of an ``EICurrents``)."""
     return output[0] if isinstance(output, tuple) else output
+
+
+def pool_quantum(x: torch.Tensor, out: torch.Tensor) -> float:
+    """``1 / window`` of an average pooling from ``x`` to ``out``: the count quantum of its output."""
+    return 1.0 / (x.shape[-1] * x.shape[-2] // (out.shape[-1] * out.shape[-2]))
+
+
+def _classify(x: torch.Tensor, quanta):
+    """``('spikes'|'counts'|'real', counts or None)``: ``counts`` is what each value costs in ACs."""
+    if bool(((x == 0) | (x == 1)).all()):
+        return 'spikes', x
+    if bool((x >= 0).all()):
+        for q in sorted(quanta, reverse=True):
+            c = x / q
+            if bool((c == c.round()).all()):
+                return 'counts', c
+    return 'real', None
+
+
+@torch.no_grad()
+def synapse_ops(m: nn.Module, x: torch.Tensor, quanta=(1.0,)):
+    """``(input kind, mean input value or None, {part: {op: count}})`` of one call of the synaptic
+    layer ``m`` (E-I layer, convolution, linear) on ``x``; ``quanta``: the count quanta seen so far
+    (1 and ``pool_quantum`` of every average pooling)."""
+    x = x.flatten(0, 1) if getattr(m, 'step_mode', 's') == 'm' else x
+    kind, counts = _classify(x, quanta)
+    rate = None if kind == 'real' else x.float().mean().item()
+    ei = isinstance(m, _EILayer)
+    conv = isinstance(m, nn.Conv2d) or ei and m.weight_ee.dim() == 4
+    if conv:
+        kernel = m.weight_ee.shape[2:] if ei else m.weight.shape[2:]
+        ones = x.new_ones(1, x.shape[1] // getattr(m, 'groups', 1), *kernel)
+        source = counts if counts is not None else x.new_ones(x.shape)
+        reach = F.conv2d(source, ones, None, m.stride, m.padding, m.dilation, getattr(m, 'groups', 1))
+        uses = reach.sum().item() if counts is not None else reach.numel() * ones.numel()
+    else:
+        uses = counts.sum().item() if counts is not None else x.numel()
+    op = 'mac' if counts is None else 'ac'
+    if ei:
+        return kind, rate, {'excitatory': {op: uses * m.n_e}, 'inhibition': {op: uses * m.n_i}}
+    return kind, rate, {'excitatory': {op: uses * (m.out_channels if conv else m.out_features)}}
+
+
+@torch.no_grad()
+def inhibition_ops(layer: nn.Module, r: torch.Tensor):
+    """``{part: {op: count}}`` of E-I ``layer``'s I population output ``r`` and both ``W_EI`` paths."""
+    paths = 1 if layer.readout else 2
+    m = layer.i_population
+    if getattr(m, 'mode', 'rate') == 'count':
+        sends = {'ac': (r / m.theta).sum().item() * layer.n_e * paths}
+    else:
+        sends = {'mac': (r != 0).sum().item() * layer.n_e * paths}
+    return {'inhibition': {'add': r.numel(), **sends}}  # add: the ReLU / threshold compare
+
+
+def ei_output_ops(layer: nn.Module, out):
+    """``{part: {op: count}}`` after the inhibition of a hidden E-I ``layer`` whose output is ``out``:
+    stabilization, division, ``g_E`` and ``b_E`` per E neuron and step (nothing for a readout)."""
+    if layer.readout:
+        return {}
+    n = _layer_parts(out).numel()
+    return {'inhibition': {'add': 2 * n, 'div': n, 'mul': n}, 'excitatory': {'add': n}}
 
 
 class Counter:
@@ -224,77 +285,44 @@ class Counter:
         self.samples += x.shape[0] if x.dim() == 4 and getattr(module, 'T', None) else x.shape[1]
 
     def _on_pool(self, x, out):
-        window = x.shape[-1] * x.shape[-2] // (out.shape[-1] * out.shape[-2])
-        self._quanta.add(1.0 / window)
-
-    def _classify(self, x: torch.Tensor):
-        """``('spikes'|'counts'|'real', counts or None)``: ``counts`` is what each value costs in ACs."""
-        if bool(((x == 0) | (x == 1)).all()):
-            return 'spikes', x
-        if bool((x >= 0).all()):
-            for q in sorted(self._quanta, reverse=True):
-                c = x / q
-                if bool((c == c.round()).all()):
-                    return 'counts', c
-        return 'real', None
+        self._quanta.add(pool_quantum(x, out))
 
     @torch.no_grad()
     def _on_synapses(self, name, m, x):
         if name not in self.rows:
             self.rows[name] = Row(name, 'ei' if isinstance(m, _EILayer) else type(m).__name__.lower())
         row = self._current = self.rows[name]
-        x = x.flatten(0, 1) if getattr(m, 'step_mode', 's') == 'm' else x
-        kind, counts = self._classify(x)
+        kind, rate, ops = synapse_ops(m, x, self._quanta)
         row.input = kind if row.input in ('', kind) else 'mixed'
-        if kind != 'real':
-            row.rate_sum, row.rate_calls = row.rate_sum + x.float().mean().item(), row.rate_calls + 1
-        conv = isinstance(m, nn.Conv2d) or isinstance(m, _EILayer) and m.weight_ee.dim() == 4
-        if conv:
-            kernel = m.weight_ee.shape[2:] if isinstance(m, _EILayer) else m.weight.shape[2:]
-            ones = x.new_ones(1, x.shape[1] // getattr(m, 'groups', 1), *kernel)
-            source = counts if counts is not None else x.new_ones(x.shape)
-            reach = F.conv2d(source, ones, None, m.stride, m.padding, m.dilation, getattr(m, 'groups', 1))
-            uses = reach.sum().item() if counts is not None else reach.numel() * ones.numel()
-        else:
-            uses = counts.sum().item() if counts is not None else x.numel()
-        op = 'mac' if counts is None else 'ac'
+        if rate is not None:
+            row.rate_sum, row.rate_calls = row.rate_sum + rate, row.rate_calls + 1
         if isinstance(m, _EILayer):
             row.division = None if m.readout else _division_kind(m)
-            self._add('excitatory', op, uses * m.n_e)
-            self._add('inhibition', op, uses * m.n_i)
-        else:
-            self._add('excitatory', op, uses * (m.out_channels if conv else m.out_features))
+        self._merge(ops)
 
     @torch.no_grad()
     def _on_i_population(self, name, m, r):
         if name not in self.rows:
             raise RuntimeError(f'sj_ei.ops: the I population of {name} ran without its E-I layer\'s forward '
-                               '(a fused backend that calls layer.currents()); count with the torch backend: '
+                               '(a fused backend that skips the layer); count with the torch backend: '
                                "sj_ei.set_backend(net, 'torch')")
-        layer = self._owner[id(m)]
-        paths = 1 if layer.readout else 2
         self._current = self.rows[name]
-        self._add('inhibition', 'add', r.numel())  # ReLU / threshold compare
-        if getattr(m, 'mode', 'rate') == 'count':
-            self._add('inhibition', 'ac', (r / m.theta).sum().item() * layer.n_e * paths)
-        else:
-            self._add('inhibition', 'mac', (r != 0).sum().item() * layer.n_e * paths)
+        self._merge(inhibition_ops(self._owner[id(m)], r))
 
     @torch.no_grad()
     def _on_ei_output(self, name, m, out):
         self._current = self.rows[name]
-        if m.readout:
-            return
-        n = _layer_parts(out).numel()
-        self._add('inhibition', 'add', 2 * n)  # stabilization
-        self._add('inhibition', 'div', n)
-        self._add('inhibition', 'mul', n)      # g_E
-        self._add('excitatory', 'add', n)      # b_E
+        self._merge(ei_output_ops(m, out))
 
     @torch.no_grad()
     def _on_neuron(self, spikes):
         self._add('neuron', 'mul', spikes.numel())
         self._add('neuron', 'add', 2 * spikes.numel() + spikes.sum().item())
+
+    def _merge(self, ops):
+        for part, counts in ops.items():
+            for op, n in counts.items():
+                self._add(part, op, n)
 
     def report(self, prices: Optional[Prices] = None) -> Report:
         """Per-sample counts of everything run inside the ``with`` block."""
@@ -345,102 +373,20 @@ def side_by_side(ei: Report, bn: Report) -> str:
     return '\n'.join(lines)
 
 
-def _parse_args(argv):
-    parser = argparse.ArgumentParser(
-        prog='python -m sj_ei.ops', description='Operations and energy per sample of the E-I network of a '
-        'trainer config and of the batch-norm SNN of the same shape, on batches of the test set.')
-    parser.add_argument('-cfg', required=True, metavar='YAML', help='trainer config (configs/)')
-    parser.add_argument('-pretrained', metavar='PATH', help='trainer checkpoint (.pth) of the E-I network; '
-                        'without it the network is counted right after E-I Init on the first batch')
-    parser.add_argument('-bn-pretrained', metavar='PATH', help='trainer checkpoint of the batch-norm network; '
-                        'without it an untrained one is used, its batch-norm statistics taken from the batches')
-    parser.add_argument('-batches', type=int, default=4, metavar='N', help='test batches to run (default 4)')
+def main(argv=None):
+    """The command line: ``python -m sj_ei.ops -h``."""
+    parser = cli.parser('python -m sj_ei.ops', 'Operations and energy per sample of the E-I network of a '
+                        'trainer config and of the batch-norm SNN of the same shape, on batches of the test set.')
     parser.add_argument('-prices', default='', metavar='NAME=PJ,...', help='energy prices in pJ, e.g. '
                         f'"mac=3.1,ac=0.1"; names and defaults: {Prices()}')
     parser.add_argument('-division', default='exact', choices=DIVISIONS, help='division of the E-I layers')
     parser.add_argument('-table-size', type=int, metavar='N', help="table size of -division lut (default 64)")
-    parser.add_argument('-synthetic', action='store_true', help="count on the quick-start synthetic test data made "
-                        "at this config's input shape instead of its dataset (for when the data are absent): event "
-                        "frames [T, 2, H, W]; for static datasets each sample's frames summed over time, scaled to "
-                        "[0, 1] and made 3 channels (on, off, their mean)")
-    parser.add_argument('-set', action='append', default=[], metavar='KEY=VALUE', help='override a config key')
-    return parser.parse_args(argv)
-
-
-def _load(model, path, what):
-    try:
-        state = torch.load(path, map_location='cpu', weights_only=True)
-    except OSError as e:
-        reason = str(e).splitlines()[0]
-    except Exception:  # random bytes fail anywhere in the unpickler (UnpicklingError, EOFError, IndexError, ...)
-        reason = 'not a torch checkpoint file'
-    else:
-        try:
-            model.load_state_dict(state['model'] if isinstance(state, dict) and 'model' in state else state)
-            return
-        except (RuntimeError, KeyError, TypeError) as e:
-            reason = str(e).splitlines()[0]
-    raise ValueError(f'-{what} {path}: not a checkpoint of this network ({reason}); pass a checkpoint_max.pth '
-                     'written by python -m train.classify with the same config')
-
-
-def _test_batches(config: dict, n: int, synthetic: bool) -> List[torch.Tensor]:
-    """The first ``n`` test batches of ``config``'s dataset as model input (``[T, B, ...]`` or ``[B, C, H, W]``),
-    or of the synthetic stand-in at its input shape (``-synthetic``)."""
-    from . import datasets
-    meta = datasets.info(config['dataset'], size=config['size'])
-    if config['dataset'] == 'synthetic' or synthetic:
-        size = config['size'] if config['dataset'] == 'synthetic' else meta['size'][0]
-        data = datasets.build('synthetic', None, config['T'], False, num_test_samples=n * config['batch_size'],
-                              size=size, seed=config['seed'])
-    else:
-        data = datasets.build(config['dataset'], config['data_dir'], config['T'], False)
-    batches = []
-    for x, _ in torch.utils.data.DataLoader(data, batch_size=config['batch_size']):
-        if x.dim() == 5 and not meta['events']:  # stand-in image from events [B, T, 2, H, W]
-            frames = x.sum(1)
-            frames = frames / frames.amax((1, 2, 3), keepdim=True).clamp(min=1)
-            x = torch.cat([frames, frames.mean(1, keepdim=True)], 1)
-        batches.append(datasets.model_input(x))
-        if len(batches) == n:
-            break
-    return batches
-
-
-def main(argv=None):
-    """The command line: ``python -m sj_ei.ops -h``."""
-    from train import config as cfg
-    from . import datasets, division, models
-    args = _parse_args(argv)
-    try:
+    args = parser.parse_args(argv)
+    with cli.errors():
         prices = Prices.parse(args.prices)
-        config = cfg.load(args.cfg)
-        for item in args.set:
-            key, sep, value = item.partition('=')
-            if not sep:
-                raise cfg.ConfigError(f'-set expects KEY=VALUE, got {item!r}')
-            cfg.override(config, key, value, f'-set {item}')
-        if args.batches < 1:
-            raise ValueError(f'-batches must be >= 1, got {args.batches}')
-        batches = _test_batches(config, args.batches, args.synthetic)
-        meta = datasets.info(config['dataset'])
-        torch.manual_seed(config['seed'])
-        build = lambda norm: models.build(config['model'], meta['num_classes'], meta['in_channels'], norm=norm,
-                                          T=config['T'], ei_ratio=config['ei_ratio'], width=config['width'])
-        ei_net, bn_net = build('ei'), build('bn')
-        if args.pretrained:
-            _load(ei_net, args.pretrained, 'pretrained')
-        else:
-            ei_init(ei_net, batches[0])
-        if args.bn_pretrained:
-            _load(bn_net, args.bn_pretrained, 'bn-pretrained')
-        else:
-            calibrate_batch_norm(bn_net, batches)
+        config, batches, _, ei_net, bn_net = cli.networks(args)
         if args.division != 'exact' or args.table_size is not None:
-            division.set_division(ei_net, args.division, args.table_size)
-    except (ValueError, cfg.ConfigError, datasets.DatasetNotFoundError) as e:
-        print(f'error: {e}', file=sys.stderr)
-        sys.exit(2)
+            set_division(ei_net, args.division, args.table_size)
     ei, bn = compare(ei_net, bn_net, batches, prices)
     shape = 'x'.join(map(str, batches[0].shape[-3:]))
     source = 'synthetic stand-in for ' + config['dataset'] if args.synthetic else config['dataset']
@@ -450,21 +396,6 @@ def main(argv=None):
           f'BN {"from " + args.bn_pretrained if args.bn_pretrained else "untrained, statistics of these batches"}')
     print(f'prices (pJ): {prices}')
     print(side_by_side(ei, bn))
-
-
-@torch.no_grad()
-def calibrate_batch_norm(net: nn.Module, batches: List[torch.Tensor]):
-    """Batch-norm running statistics of ``net`` set to the average over ``batches`` (an untrained
-    network then normalizes as if trained on these data; its weights stay untrained)."""
-    norms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average
-    net.train()
-    for x in batches:
-        net(x)
-        functional.reset_net(net)
-    net.eval()
 
 
 if __name__ == '__main__':

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 import formats
-from train import classify, config as cfg
+from sj_ei import config as cfg
+from train import classify
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / 'configs').rglob('*.yaml'))

@@ -188,3 +188,32 @@ def test_counts_follow_spikingjelly2_op_counter_where_installed():
     bn, ei = ops.count(bn_net(), [strokes()], baseline=True), ops.count(ei_net(), [image])
     assert ac.get_total() / B == bn.count('ac', bn.rows[0])
     assert mac.get_total() / B == ei.count('mac', ei.rows[0], 'excitatory')
+
+
+@pytest.mark.parametrize('network', ['hand-counted', 'quick-start vgg8'])
+def test_spikingjelly2_counts_an_ei_network_as_sj_ei_ops_with_sj_ei_rules(network):
+    """sj_ei.op_counter's module rules in spikingjelly 2's ModuleCounterMode give sj_ei.ops' totals:
+    ACs, MACs (the I population's W_EI paths), divisions; and the E-I layers' multiplications and
+    additions (sj_ei.ops adds the LIF neurons' own, which spikingjelly counts its way)."""
+    op_counter = pytest.importorskip('sj_ei.op_counter', reason='spikingjelly 2 only: 0.0.0.0.14 has no op_counter',
+                                     exc_type=ImportError)
+    from spikingjelly.activation_based.op_counter import ModuleCounterMode
+    from spikingjelly.activation_based import functional
+    if network == 'hand-counted':
+        net, x = ei_net(), strokes()
+    else:
+        from sj_ei.datasets import synthetic
+        net = sj_ei.models.build('vgg8', 8, 2, width=0.125)
+        data = synthetic.SyntheticEvents(num_samples=4, T=4, size=32, seed=3)
+        x = torch.stack([data[i][0] for i in range(4)], 1)  # moving-dot events [T=4, B=4, 2, 32, 32]
+        sj_ei.ei_init(net, x)
+    counters = op_counter.counters(net)
+    with torch.no_grad(), ModuleCounterMode(list(counters.values()), model=net.eval()):
+        net(x)
+    functional.reset_net(net)
+    report = ops.count(net, [x])
+    for op in ('ac', 'mac', 'div'):
+        assert counters[op].get_total() == report.count(op) * report.samples > 0, op
+    for op in ('mul', 'add'):
+        layers = report.count(op, part='excitatory') + report.count(op, part='inhibition')
+        assert counters[op].get_total() == layers * report.samples, op

@@ -8,7 +8,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from train import checkpoint, classify, run_folder
-from train import config as cfg
+from sj_ei import config as cfg
 from train.distributed import DUMP_ENV
 
 from train_helpers import tiny_config

@@ -11,7 +11,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from train import checkpoint, classify
-from train import config as cfg
+from sj_ei import config as cfg
 
 from formats import write_cifar, write_dvs_gesture
 from train_helpers import ROOT, cli, tiny_config

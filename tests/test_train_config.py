@@ -1,4 +1,4 @@
-"""train.config and the command line: every key checked, flags over the file, the paper's settings."""
+"""sj_ei.config and the trainer's command line: every key checked, flags over the file, the paper's settings."""
 import re
 import subprocess
 import sys
@@ -8,7 +8,7 @@ import yaml
 
 import sj_ei
 from train import classify
-from train import config as cfg
+from sj_ei import config as cfg
 
 from train_helpers import ROOT, tiny_config
 
@@ -153,12 +153,16 @@ def test_the_ablation_configs_are_their_setting_with_one_table_2_row_changed():
 def test_the_paper_configs_hold_the_paper_settings():
     paths = sorted(p for p in (ROOT / 'configs').rglob('*.yaml') if p.parent.name != 'ablations')
     assert {p.stem for p in paths} == {*PAPER, 'quickstart'}
-    assert len(paths) == 2 * len(PAPER) + 1
+    assert len(paths) == 2 * len(PAPER) + 2
+    quickstart = cfg.load(ROOT / 'configs' / 'quickstart.yaml')
     for path in paths:
         config = cfg.load(path)
         assert path.read_text().startswith('#'), f'{path}: no comment header'
         if path.stem == 'quickstart':
             assert config['dataset'] == 'synthetic' and config['device'] == 'cpu'
+            if path.parent.name == 'bn':  # the quick start's twin, with the BN-SNN recipe
+                assert config == {**quickstart, 'norm': 'bn', 'lr': 0.1, 'warmup_epochs': 0, 'weight_decay': 1e-4,
+                                  'out_dir': 'runs/bn_quickstart'}
             continue
         dataset, model, batch, T, lr, warmup = PAPER[path.stem]
         assert (config['dataset'], config['model'], config['batch_size'], config['T']) == (dataset, model, batch, T)

@@ -1,4 +1,4 @@
-"""What a run leaves behind: TensorBoard scalars, E firing rates, E-I histograms, checkpoints."""
+"""What a run leaves behind: TensorBoard scalars, E firing rates, E-I histograms and figures, checkpoints."""
 import pytest
 import torch
 from spikingjelly.activation_based import functional
@@ -6,7 +6,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 import sj_ei
 from train import classify
-from train import config as cfg
+from sj_ei import config as cfg
 from train.monitor import FiringRates, e_populations
 
 from train_helpers import tiny_config
@@ -46,12 +46,16 @@ def test_an_ei_run_logs_scalars_firing_rates_histograms_and_checkpoints(tmp_path
     energy = [s.value for s in events.Scalars('ops/energy_pJ')]
     assert len(energy) == 2 and all(e > 0 for e in energy)
     assert 0 < events.Scalars('ops/inhibition_share')[-1].value < 1
+    # at the end, the E-I balance and firing-rate figures of sj_ei.analyze, as images of the last epoch
+    assert set(events.Tags()['images']) == {'analysis/balance', 'analysis/rates'}
+    assert [image.step for image in events.Images('analysis/balance')] == [1]
 
 
 def test_a_batch_norm_baseline_trains_without_ei_init(tmp_path):
-    classify.train(cfg.load(tiny_config(tmp_path, epochs=1, norm='bn', lr=0.1, warmup_epochs=0)))
+    classify.train(cfg.load(tiny_config(tmp_path, epochs=1, norm='bn', lr=0.1, warmup_epochs=0, figures=False)))
     events = EventAccumulator(str(tmp_path / 'run')).Reload()
     assert SCALARS <= set(events.Tags()['scalars'])
+    assert events.Tags()['images'] == []  # figures: false
     assert 'firing_rate/features.0.2' in events.Tags()['scalars']  # conv, batch norm, LIF node
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import ABLATIONS, SCHEMA
+from sj_ei.config import ABLATIONS, SCHEMA
 
 FORMAT = 'sj_ei.train.classify'
 VERSION = 2

@@ -36,12 +36,13 @@ from tqdm import tqdm
 from spikingjelly.activation_based import functional
 
 import sj_ei
+import sj_ei.analyze
 import sj_ei.ops
-from sj_ei import convert, datasets, health
+from sj_ei import config as cfg, convert, datasets, health
+from sj_ei.config import build_model
 from sj_ei.cupy_backend import CupyUnavailableError
 
 from . import checkpoint, run_folder
-from . import config as cfg
 from .distributed import Distributed, ShardSampler
 from .monitor import FiringRates, log_histograms
 
@@ -77,12 +78,7 @@ def make_config(args) -> dict:
             cfg.override(config, key, getattr(args, key), f'flag {flag}')
     if args.amp:
         config['amp'] = True
-    for item in args.set:
-        key, sep, value = item.partition('=')
-        if not sep:
-            raise cfg.ConfigError(f'-set expects KEY=VALUE, got {item!r}')
-        cfg.override(config, key, value, f'-set {item}')
-    return config
+    return cfg.apply_sets(config, args.set)
 
 
 def seed_everything(seed: int):
@@ -253,17 +249,6 @@ def first_batch(loader, seed: int, device) -> torch.Tensor:
     return datasets.model_input(x).to(device)
 
 
-def build_model(config: dict) -> sj_ei.models.SpikingClassifier:
-    """The untrained model of ``config``, with its E-I ablation switches."""
-    meta = datasets.info(config['dataset'])
-    try:
-        return sj_ei.models.build(config['model'], meta['num_classes'], meta['in_channels'], norm=config['norm'],
-                                  T=config['T'], ei_ratio=config['ei_ratio'], width=config['width'],
-                                  **cfg.layer_options(config))
-    except ValueError as e:  # build checks its arguments: a width or ei_ratio that leaves a layer too narrow
-        raise cfg.ConfigError(str(e)) from None
-
-
 class Summary(NamedTuple):
     """What a training run ends with."""
     best_acc1: float   #: best test top-1 (%)
@@ -279,7 +264,7 @@ class Summary(NamedTuple):
 
 
 def train(config: dict, resume=None) -> Summary:
-    """Train with ``config`` (from ``train.config``) in the new run folder ``config['out_dir']``,
+    """Train with ``config`` (from ``sj_ei.config``) in the new run folder ``config['out_dir']``,
     or continue the run of checkpoint ``resume`` in the checkpoint's folder; the folder is locked
     while the run lives, and a run that stops early says how to go on."""
     started = time.time()
@@ -428,6 +413,9 @@ def run(config: dict, resume, distributed: Distributed, started: float) -> Summa
             print(f'interrupted; {after_stop(out_dir, distributed.world)}', file=sys.stderr, flush=True)
         raise
     distributed.dump(model, 'final')
+    if writer and config['figures']:  # of the last model, on the first test batch
+        x, _ = next(iter(test_loader))
+        sj_ei.analyze.log_figures(writer, model, [datasets.model_input(x).to(device)], config['epochs'] - 1)
     if writer:
         writer.close()
     distributed.close()

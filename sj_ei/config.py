@@ -1,6 +1,7 @@
 """Experiment configuration: every key, its type, default and meaning, in one place.
 
-A config is a YAML mapping of these keys; command-line flags override it.
+A config is a YAML mapping of these keys; command-line flags override it.  The trainer
+(``python -m train.classify``) and the library's command lines (``sj_ei.ops``, ``sj_ei.analyze``) read it.
 Unknown keys (with the closest valid key suggested) and values of the wrong type are a
 ``ConfigError`` listing the valid keys.  The recipe behind the defaults is the paper's
 Appendix F.6 and Table 5; the E-I ablation switches are its Table 2.
@@ -12,7 +13,8 @@ from pathlib import Path
 import torch
 import yaml
 
-from sj_ei import IPopulation, datasets, models
+from . import datasets, models
+from .neurons import IPopulation
 
 #: key: (type, default, meaning)
 SCHEMA = {
@@ -52,6 +54,8 @@ SCHEMA = {
     'histograms': (bool, False, "TensorBoard histograms of E-I parameters and each layer's I_int, every epoch"),
     'collapse_check': (bool, True, 'stop with an error when, for a whole epoch, an E population is silent or '
                                    'saturated or the loss is flat at ln(classes) (docs/collapse.md)'),
+    'figures': (bool, True, 'TensorBoard images of the E-I balance and firing rates at the end of training '
+                            '(sj_ei.analyze; needs matplotlib: pip install sj_ei[analyze])'),
     'num_samples': (int, 1024, 'synthetic dataset only: training samples'),
     'num_test_samples': (int, 512, 'synthetic dataset only: test samples'),
     'size': (int, 32, 'synthetic dataset only: frame height and width (>= 8; >= 32 for the VGGs)'),
@@ -143,6 +147,18 @@ def layer_options(config: dict) -> dict:
                 grad_scale=config['grad_scale'], i_population=IPopulation(config['i_population'], config['i_theta']))
 
 
+def build_model(config: dict, norm=None) -> models.SpikingClassifier:
+    """The untrained model of ``config`` (with its E-I ablation switches), or its twin of ``norm``."""
+    meta = datasets.info(config['dataset'])
+    norm = norm or config['norm']
+    try:
+        return models.build(config['model'], meta['num_classes'], meta['in_channels'], norm=norm, T=config['T'],
+                            ei_ratio=config['ei_ratio'], width=config['width'],
+                            **layer_options(config) if norm == config['norm'] else {})
+    except ValueError as e:  # build checks its arguments: a width or ei_ratio that leaves a layer too narrow
+        raise ConfigError(str(e)) from None
+
+
 def load(path) -> dict:
     """The config in YAML file ``path``, completed with defaults."""
     path = Path(path)
@@ -168,3 +184,13 @@ def override(config: dict, key: str, text: str, source: str) -> None:
     if SCHEMA.get(key, (None,))[0] is str and not (value is None and key in NULLABLE):
         value = text
     config[key] = check(key, value, source)
+
+
+def apply_sets(config: dict, items) -> dict:
+    """``config`` with the command line's ``-set KEY=VALUE`` ``items`` applied (see ``override``)."""
+    for item in items:
+        key, sep, value = item.partition('=')
+        if not sep:
+            raise ConfigError(f'-set expects KEY=VALUE, got {item!r}')
+        override(config, key, value, f'-set {item}')
+    return config
