@@ -11,7 +11,8 @@ from spikingjelly.activation_based import functional
 import formats
 import sj_ei
 from sj_ei import health
-from train import classify, config as cfg
+from sj_ei import config as cfg
+from train import classify
 from train_helpers import ROOT
 
 
