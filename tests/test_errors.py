@@ -71,9 +71,10 @@ def test_ops_pretrained_of_a_file_that_is_no_checkpoint_is_one_error_line(tmp_pa
     with pytest.raises(SystemExit) as exit_info:
         sj_ei.ops.main(['-cfg', str(tiny_config(tmp_path)), '-batches', '1', '-pretrained', str(tmp_path / 'model.pth')])
     assert exit_info.value.code == 2
-    assert capsys.readouterr().err == (f'error: -pretrained {tmp_path / "model.pth"}: not a checkpoint of this network '
-                                       '(not a torch checkpoint file); pass a checkpoint_max.pth written by python -m '
-                                       'train.classify with the same config\n')
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1 and err.startswith(f'error: -pretrained {tmp_path / "model.pth"}: not a checkpoint of '
+                                                    'the E-I network of this config: cannot read ')
+    assert err.endswith('the file is damaged or not a PyTorch / safetensors checkpoint\n')
 
 
 def test_the_readme_counter_works_after_a_plain_import_sj_ei_and_python_m_sj_ei_ops_does_not_warn(tmp_path):
