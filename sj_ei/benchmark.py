@@ -313,6 +313,14 @@ def table(result: dict) -> str:
     return '\n'.join(lines)
 
 
+def report(text: str, result: dict, path=None):
+    """Print a command line's table ``text`` and, given ``path`` (its ``-o``), write ``result`` there as JSON."""
+    print(text)
+    if path:
+        with open(path, 'w') as f:
+            json.dump(result, f, indent=2)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog='python -m sj_ei.benchmark', description=__doc__.split('\n\n')[0])
     parser.add_argument('-models', default='block,vgg8,vgg16,resnet18',
@@ -358,10 +366,7 @@ def main(argv=None):
     result = run(models, args.shape, args.b, args.T, args.size, device, args.warmup, args.repeats, args.channels,
                  args.floor)
     result['command'] = 'python -m sj_ei.benchmark ' + ' '.join(sys.argv[1:] if argv is None else argv)
-    print(table(result))
-    if args.o:
-        with open(args.o, 'w') as f:
-            json.dump(result, f, indent=2)
+    report(table(result), result, args.o)
 
 
 if __name__ == '__main__':

@@ -16,7 +16,6 @@ Time: median of ``-repeats`` after ``-warmup`` calls, taken in turns; on a GPU a
 memory of one call above what the currents take.  A variant that fails is a row with its error.
 """
 import argparse
-import json
 import sys
 import time
 
@@ -25,7 +24,7 @@ from spikingjelly.activation_based import functional
 
 import sj_ei
 from . import _compat
-from .benchmark import recorded, spread
+from .benchmark import recorded, report, spread
 from .currents import EICurrents, integrate
 
 SHAPES = {'cifar': (4, 128, 64, 32, 32), 'dvs': (16, 32, 64, 48, 48)}
@@ -132,10 +131,7 @@ def main(argv=None):
     parser.add_argument('-o', default=None, metavar='JSON', help='also write the results here')
     args = parser.parse_args(argv)
     result = run(args.shape, torch.device(args.device), args.warmup, args.repeats, args.b)
-    print(table(result))
-    if args.o:
-        with open(args.o, 'w') as f:
-            json.dump(result, f, indent=2)
+    report(table(result), result, args.o)
 
 
 if __name__ == '__main__':

@@ -21,7 +21,6 @@ in [0, 1]) repeated over T; the network is E-I initialized on them.
 """
 import argparse
 import copy
-import json
 import statistics
 import sys
 
@@ -30,7 +29,7 @@ import torch.nn.functional as F
 from spikingjelly.activation_based import functional
 
 import sj_ei
-from .benchmark import recorded
+from .benchmark import recorded, report
 
 COMPARISONS = (('cupy', 'float32', 'torch', 'float32'), ('cupy', 'bfloat16', 'torch', 'bfloat16'),
                ('cupy', 'float16', 'torch', 'float16'), ('torch', 'bfloat16', 'torch', 'float32'),
@@ -135,10 +134,7 @@ def main(argv=None):
     if args.device.startswith('cuda') and not torch.cuda.is_available():
         parser.error('-device cuda: no CUDA device is available here; use -device cpu')
     result = run(args.model, args.b, args.T, args.size, args.width, torch.device(args.device))
-    print(table(result))
-    if args.o:
-        with open(args.o, 'w') as f:
-            json.dump(result, f, indent=2)
+    report(table(result), result, args.o)
 
 
 if __name__ == '__main__':
