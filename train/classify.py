@@ -172,14 +172,15 @@ def run_epoch(model, loader, device, amp, train, optimizer=None, scheduler=None,
             functional.reset_net(model)
             n = labels.shape[0]
             samples += n
-            loss_sum += loss.item() * n
+            batch_loss = loss.item()  # one device sync per batch
+            loss_sum += batch_loss * n
             if losses is not None:
-                losses.append(loss.item())
+                losses.append(batch_loss)
             top1 += accuracy(logits, labels, 1)
             top5 += accuracy(logits, labels, 5)
             if progress is not None:
                 progress.update(1)
-                progress.set_postfix(loss=f'{loss.item():.3f}', acc1=f'{100 * top1 / samples:.1f}')
+                progress.set_postfix(loss=f'{batch_loss:.3f}', acc1=f'{100 * top1 / samples:.1f}')
     return samples, loss_sum, top1, top5, time.time() - start
 
 
