@@ -306,7 +306,7 @@ def after_stop(out_dir, processes: int) -> str:
     """What to run after a run stopped early: resume it from its latest checkpoint, or start it afresh."""
     latest = Path(out_dir) / 'checkpoint_latest.pth'
     if latest.is_file():
-        again = f', with {processes} processes again (torchrun --nproc_per_node={processes})' if processes > 1 else ''
+        again = f', with {processes} processes again ({launcher(processes)})' if processes > 1 else ''
         return f'continue with -resume {latest}{again}'
     return (f'run the same command again to start afresh in {out_dir} (no epoch finished, so there is nothing '
             'to resume; what this run wrote there is replaced)')
@@ -473,10 +473,14 @@ USER_ERRORS = (cfg.ConfigError, checkpoint.CheckpointError, run_folder.RunFolder
                health.CollapseError)
 
 
+def launcher(processes: int) -> str:
+    """What starts ``processes`` processes of a run: ``python``, or ``torchrun --nproc_per_node=N``."""
+    return f'torchrun --nproc_per_node={processes}' if processes > 1 else 'python'
+
+
 def command(argv, processes: int) -> str:
     """The command line that runs ``python -m train.classify argv`` in ``processes`` processes."""
-    launcher = f'torchrun --nproc_per_node={processes}' if processes > 1 else 'python'
-    return f'{launcher} -m train.classify {shlex.join(argv)}'
+    return f'{launcher(processes)} -m train.classify {shlex.join(argv)}'
 
 
 def peer_lost(error: BaseException) -> bool:
