@@ -3,17 +3,17 @@ layers (DeepEISNN, ICLR 2026) for spikingjelly."""
 import importlib
 
 from ._compat import set_backend  # the one module that knows the spikingjelly release
-from .layers import EIConv2d, EILinear
+from .layers import EIConv2d, EILayer, EILinear, ei_init, ei_layers
 from .neurons import IPopulation, e_population, EILIFNode
 from .block import EIBlock
 from .currents import EICurrents
-from .init import EIInitError, ei_init, ei_layers
+from .init import EIInitError
 from .constraint import constrain, clamp_
 from .division import set_division
 from . import health, models
 from . import convert
 
-__all__ = ['EIConv2d', 'EILinear', 'EIInitError', 'IPopulation', 'e_population', 'EILIFNode', 'EIBlock', 'EICurrents',
+__all__ = ['EIConv2d', 'EILinear', 'EILayer', 'EIInitError', 'IPopulation', 'e_population', 'EILIFNode', 'EIBlock', 'EICurrents',
            'ei_init', 'ei_layers', 'constrain', 'clamp_', 'set_division', 'set_backend', 'health', 'models',
            'convert', 'ops']
 __version__ = '0.1.0'

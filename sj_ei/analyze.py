@@ -35,7 +35,7 @@ from torch import nn
 from spikingjelly.activation_based import functional, neuron
 
 from .currents import EICurrents, channel_view, integrate
-from .init import ei_init, ei_layers
+from .layers import ei_init, ei_layers
 
 #: values of each quantity kept per layer for the histograms
 SAMPLE = 200_000

@@ -44,16 +44,11 @@ from . import _compat
 SHAPES = {'cifar': dict(in_channels=3, size=32, T=4, num_classes=10),
           'dvs': dict(in_channels=2, size=48, T=16, num_classes=11)}
 
-MIN_SIZE = {'vgg': 32, 'res': 8}  # five 2x2 poolings; three stride-2 stages
-
 
 def neurons() -> dict:
     """The LIF implementations every network is timed with: name -> a factory of a multi-step
     node with the paper's settings (``sj_ei.set_backend`` then picks its backend)."""
-    found = {'lif': lambda: sj_ei.e_population(step_mode='m')}
-    if hasattr(sj_ei, 'EILIFNode'):  # sj_ei.neurons.EILIFNode (issue 12)
-        found['eilif'] = lambda: sj_ei.EILIFNode(step_mode='m')
-    return found
+    return {'lif': lambda: sj_ei.e_population(step_mode='m'), 'eilif': lambda: sj_ei.EILIFNode(step_mode='m')}
 
 
 def use_neuron(module: nn.Module, make) -> nn.Module:
@@ -350,9 +345,10 @@ def main(argv=None):
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
             parser.error(f'-{flag} must be >= 1, got {getattr(args, flag)}')
     size = args.size or SHAPES[args.shape]['size']
-    too_small = [m for m in models if size < MIN_SIZE.get(m[:3], 1)]
+    too_small = [f'{m} (needs >= {sj_ei.models.min_size(m)})' for m in models
+                 if m != 'block' and size < sj_ei.models.min_size(m)]
     if too_small:
-        parser.error(f"-size {size} is too small for {', '.join(too_small)} (VGG needs >= 32, ResNet-18 >= 8)")
+        parser.error(f"-size {size} is too small for {', '.join(too_small)}")
     if args.warmup < 0:
         parser.error(f'-warmup must be >= 0, got {args.warmup}')
     try:

@@ -17,7 +17,7 @@ from torch import nn
 from spikingjelly.activation_based import functional
 
 from . import config as cfg, convert, datasets
-from .init import ei_init
+from .layers import ei_init
 
 #: the errors a user can cause from a command line (ConfigError, ConversionError and EIInitError are ValueErrors)
 USER_ERRORS = (ValueError, datasets.DatasetNotFoundError)

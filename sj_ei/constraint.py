@@ -2,7 +2,7 @@
 import torch
 from torch import nn
 
-from .init import ei_layers
+from .layers import ei_layers
 
 CONSTRAINED = ('weight_ee', 'weight_ie', 'weight_ei', 'gain_i', 'gain_e')
 

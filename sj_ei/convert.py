@@ -29,8 +29,7 @@ from spikingjelly.activation_based import surrogate
 from . import models
 from .block import EIBlock
 from .constraint import clamp_
-from .init import ei_layers
-from .layers import EIConv2d, EILinear
+from .layers import EIConv2d, EILinear, ei_layers
 from .neurons import EILIFNode
 
 #: DeepEISNN dataset name -> (num_classes, in_channels)
@@ -259,7 +258,7 @@ def load_pretrained(model: models.SpikingClassifier, source, config=None) -> mod
             target.copy_(value)
     for _, layer in ei_layers(model):
         clamp_(layer)  # what the authors' forward does before every use
-        layer._set_initialized(True)
+        layer.set_initialized(True)
     if config and config.get('neuron'):
         _set_neurons(model, config['neuron'])
     return model

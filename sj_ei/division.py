@@ -23,7 +23,7 @@ import math
 import torch
 from torch import nn
 
-from .init import ei_layers
+from .layers import ei_layers
 
 NAMES = ('exact', 'shift', 'lut')
 

@@ -1,22 +1,19 @@
-"""E-I Init (docs/method.md section 3) as ``torch.nn.init``-style functions, and over a whole network.
+"""E-I Init (docs/method.md section 3) of one E-I layer, as ``torch.nn.init``-style functions
+(``sj_ei.ei_init``, in ``sj_ei.layers``, does it over a whole network).
 
 Every E-I layer initializes itself from its own input on its first forward in
 training mode (``from_input_``), so a plain training loop needs nothing more;
 ``ei_init`` does it explicitly from one batch, or data-free for Bernoulli spikes.
-Under ``torch.distributed`` (world size > 1) the input statistics are summed over
+The layer is any ``sj_ei.layers.EILayer`` (this module reads its attributes and
+``label``, and calls its ``set_initialized``).  Under ``torch.distributed`` (world size > 1) the input statistics are summed over
 all ranks and the drawn weights broadcast from rank 0, so every rank starts from
 the same parameters; every rank must then initialize, in the same order (as the
 forward passes of ``DistributedDataParallel`` do).
 """
 import math
-from typing import Optional
-
 import torch
 import torch.distributed as dist
 from torch import nn
-from spikingjelly.activation_based import functional
-
-from . import layers as _layers  # layers imports this module too: names are looked up at call time
 
 
 class EIInitError(ValueError):
@@ -44,14 +41,14 @@ def ei_(layer: nn.Module, e_x: float, e_x2: float, var_x: float) -> nn.Module:
         layer.gain_i.fill_(math.sqrt(e_x2 + var_x) / (math.sqrt(d) * e_x))
         layer.gain_e.fill_(1.0)
         layer.bias.zero_()
-    layer._set_initialized(True)
+    layer.set_initialized(True)
     return layer
 
 
 def bernoulli_(layer: nn.Module, p: float) -> nn.Module:
     """Data-free E-I Init for Bernoulli(``p``) input spikes: ``E_x = E_x2 = p``, ``Var_x = p (1 - p)``."""
     if not 0 < p < 1:
-        raise ValueError(f'{_layers.label(layer)}: Bernoulli firing probability must be in (0, 1), got {p}')
+        raise ValueError(f'{layer.label}: Bernoulli firing probability must be in (0, 1), got {p}')
     return ei_(layer, p, p, p * (1 - p))
 
 
@@ -83,7 +80,7 @@ def from_input_(layer: nn.Module, x: torch.Tensor) -> nn.Module:
     (spikes, or [0, 1] pixels): signed input (e.g. images normalized by mean and std) is an error."""
     samples = x.flatten(0, 1) if layer.step_mode == 'm' else x
     n, e_x, e_x2, var_x, lowest = input_statistics(samples)
-    label = _layers.label(layer)
+    label = layer.label
     if n < 2:
         raise EIInitError(f'{label}: E-I Init needs at least 2 samples (T*B >= 2) to estimate the input '
                           f'variance, got {n}')
@@ -101,53 +98,13 @@ def from_input_(layer: nn.Module, x: torch.Tensor) -> nn.Module:
                           'from it. Initialize from a batch of real data that reaches this layer '
                           '(sj_ei.ei_init(net, x)), or data-free with sj_ei.ei_init(net, p=0.1)')
     ei_(layer, e_x, e_x2, var_x)
-    _same_on_all_ranks(layer)
-    return layer
+    return broadcast_(layer)
 
 
-def _same_on_all_ranks(layer: nn.Module):
-    """Under torch.distributed: rank 0's parameters of ``layer`` on every rank."""
+def broadcast_(layer: nn.Module) -> nn.Module:
+    """Under torch.distributed: rank 0's parameters of ``layer`` on every rank (nothing otherwise)."""
     if _distributed():
         for p in layer.parameters():
             dist.broadcast(p.data, src=0)
+    return layer
 
-
-def ei_layers(net: nn.Module):
-    """The E-I layers of ``net`` in registration order, as ``(name, layer)`` pairs."""
-    return [(name, m) for name, m in net.named_modules() if isinstance(m, _layers._EILayer)]
-
-
-def ei_init(net: nn.Module, x: Optional[torch.Tensor] = None, *, p: Optional[float] = None):
-    """(Re-)initialize every E-I layer of ``net``.
-
-    With a batch ``x``: one forward pass in training mode, without gradients, in which each
-    layer takes the statistics of its own input, layer by layer in forward order (each sees
-    the outputs of the layers initialized before it); neuron states are reset afterwards.
-    With ``p``: the data-free Bernoulli form, every layer assuming Bernoulli(``p``) input.
-    Errors (e.g. a layer whose input is silent) name the layer.
-    """
-    if (x is None) == (p is None):
-        raise ValueError('ei_init needs exactly one of a batch x or a Bernoulli firing probability p')
-    layers = ei_layers(net)
-    if not layers:
-        raise ValueError(f'ei_init: {type(net).__name__} has no E-I layer (sj_ei.EIConv2d / sj_ei.EILinear)')
-    if p is not None:
-        for _, layer in layers:
-            bernoulli_(layer, p)
-            _same_on_all_ranks(layer)
-        return net
-    for _, layer in layers:
-        layer._set_initialized(False)
-    was_training = net.training
-    net.train()
-    try:
-        with torch.no_grad():
-            net(x)
-    finally:
-        functional.reset_net(net)
-        net.train(was_training)
-    missed = [name for name, layer in layers if not layer._initialized]
-    if missed:
-        raise RuntimeError(f'ei_init: the forward pass did not reach the E-I layers {missed}; '
-                           'they are still uninitialized')
-    return net

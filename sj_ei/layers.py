@@ -9,35 +9,25 @@ the ``sj_ei.EICurrents`` a fused E population integrates.  With ``readout=True``
 return ``I_EE - I_EI`` (the output layer).  The math is ``sj_ei.circuit``; on the first
 forward in training mode an uninitialized layer initializes itself from its input
 (E-I Init, ``sj_ei.init``).
+
+The network walkers live here too: ``ei_layers(net)`` lists a network's E-I layers and
+names each (``layer.name``, its qualified name in ``net``, which error messages show
+through ``layer.label``); ``ei_init(net, ...)`` initializes them all.
 """
 import math
-import sys
 from typing import Optional
 
 import torch
 from torch import nn
 from torch.nn.modules.utils import _pair
-from spikingjelly.activation_based import base
+from spikingjelly.activation_based import base, functional
 
 from . import circuit
 from . import init as _init
 from .neurons import IPopulation
 
-_INITS = ('ei', 'kaiming')
-
-
-def label(layer: nn.Module) -> str:
-    """``EIConv2d 'features.0.layer'``: the class of ``layer`` and, when the call under way runs
-    inside a module that holds it, its qualified name in the outermost such module (found on
-    the call stack, so neither ``models.build`` nor a user's ``nn.Sequential`` names anything)."""
-    root, frame = None, sys._getframe(1)
-    while frame is not None:
-        owner = frame.f_locals.get('self')
-        if isinstance(owner, nn.Module) and owner is not layer and any(m is layer for m in owner.modules()):
-            root = owner
-        frame = frame.f_back
-    name = next((n for n, m in root.named_modules() if m is layer), '') if root is not None else ''
-    return f"{type(layer).__name__} '{name}'" if name else type(layer).__name__
+#: the values of an E-I layer's ``init``: E-I Init, or the Kaiming-normal ablation
+INITS = ('ei', 'kaiming')
 
 
 def _sync_initialized(layer, incompatible_keys):
@@ -45,7 +35,7 @@ def _sync_initialized(layer, incompatible_keys):
     layer._initialized = bool(layer.initialized)
 
 
-class _EILayer(nn.Module, base.StepModule):
+class EILayer(nn.Module, base.StepModule):
     """Parameters and forward shared by every E-I layer.
 
     Ablation switches (docs/method.md section 5); the defaults are the paper's method:
@@ -54,10 +44,12 @@ class _EILayer(nn.Module, base.StepModule):
     ``sign_constraint=False`` lifts Dale's law; ``eps=float`` replaces adaptive
     stabilization by a fixed epsilon in the denominator; ``grad_scale=False`` turns off
     the ``1/d`` scaling of the gradient of ``weight_ei``.
-    Attributes: ``output`` (``'current'`` or ``'currents'``, see the module docstring) and
+    Attributes: ``output`` (``'current'`` or ``'currents'``, see the module docstring),
     ``division`` (None, or a callable ``I_sh~ -> I_sh'`` carrying its own gradient, applied
-    before the division).
+    before the division) and ``name`` (its qualified name in the network, set by ``ei_layers``;
+    ``''`` until a walker has named it).
     """
+    name = ''
 
     def __init__(self, out_features: int, weight_tail: tuple, ei_ratio: int, readout: bool, step_mode: str,
                  init: str, sign_constraint: bool, eps: Optional[float], grad_scale: bool,
@@ -66,8 +58,8 @@ class _EILayer(nn.Module, base.StepModule):
         if ei_ratio < 1 or out_features // ei_ratio < 1:
             raise ValueError(f'{type(self).__name__}: ei_ratio={ei_ratio} leaves no inhibitory neuron for '
                              f'{out_features} excitatory outputs; use 1 <= ei_ratio <= {out_features}')
-        if init not in _INITS:
-            raise ValueError(f'{type(self).__name__}: init must be one of {_INITS}, got {init!r}')
+        if init not in INITS:
+            raise ValueError(f'{type(self).__name__}: init must be one of {INITS}, got {init!r}')
         if eps is not None and eps <= 0:
             raise ValueError(f'{type(self).__name__}: eps must be > 0 or None (adaptive stabilization), got {eps}')
         self.n_e, self.n_i = out_features, out_features // ei_ratio
@@ -94,11 +86,17 @@ class _EILayer(nn.Module, base.StepModule):
         """Data-free placeholder (the Bernoulli(0.5) form of E-I Init); the layer stays
         *uninitialized*, so E-I Init replaces it on the first training forward."""
         _init.bernoulli_(self, 0.5)
-        self._set_initialized(False)
+        self.set_initialized(False)
 
-    def _set_initialized(self, value: bool):
+    def set_initialized(self, value: bool):
+        """Mark the layer (un)initialized: an uninitialized one runs E-I Init on its next training forward."""
         self.initialized.fill_(value)
         self._initialized = value
+
+    @property
+    def label(self) -> str:
+        """``EIConv2d 'features.0.layer'``, or ``EIConv2d`` before a walker has named the layer: how errors name it."""
+        return f"{type(self).__name__} '{self.name}'" if self.name else type(self).__name__
 
     def project(self, x: torch.Tensor) -> torch.Tensor:
         """``W_EE x`` and ``W_IE x`` in one product: ``[N, ...] -> [N, n_E + n_I, ...]``."""
@@ -113,13 +111,13 @@ class _EILayer(nn.Module, base.StepModule):
     def _check_input(self, x):
         if not isinstance(x, torch.Tensor) or not x.is_floating_point():
             got = x.dtype if isinstance(x, torch.Tensor) else type(x).__name__
-            raise TypeError(f'{label(self)}: expects a floating-point tensor (spikes as 0./1.), got {got}; '
+            raise TypeError(f'{self.label}: expects a floating-point tensor (spikes as 0./1.), got {got}; '
                             'convert it with x.float()')
         layout = self._layout[self.step_mode]
         if x.dim() != len(layout) or x.shape[self._feature_dim] != self._in:
             hint = (" (multi-step input needs functional.set_step_mode(net, 'm'))"
                     if self.step_mode == 's' and x.dim() == len(layout) + 1 else '')
-            raise ValueError(f"{label(self)} in step_mode='{self.step_mode}' expects input of shape "
+            raise ValueError(f"{self.label} in step_mode='{self.step_mode}' expects input of shape "
                              f"[{', '.join(layout)}] with {self._in_name}={self._in}, got {tuple(x.shape)}{hint}")
 
     def extra_repr(self):
@@ -133,7 +131,7 @@ class _EILayer(nn.Module, base.StepModule):
         return ', '.join(flags)
 
 
-class EIConv2d(_EILayer):
+class EIConv2d(EILayer):
     """E-I convolution: ``weight_ee [n_E, C_in, kh, kw]`` and ``weight_ie [n_I, C_in, kh, kw]``
     share stride, padding and dilation; ``weight_ei [n_E, n_I]`` is point-wise across channels;
     ``gain_i [n_I]``, ``gain_e [n_E]``, ``bias [n_E]`` are per channel.
@@ -164,7 +162,7 @@ class EIConv2d(_EILayer):
                 + super().extra_repr())
 
 
-class EILinear(_EILayer):
+class EILinear(EILayer):
     """E-I fully connected layer: ``weight_ee [n_E, d]``, ``weight_ie [n_I, d]``,
     ``weight_ei [n_E, n_I]``; ``[B, d] -> [B, n_E]`` (``'s'``), ``[T, B, d] -> [T, B, n_E]`` (``'m'``)."""
     _layout = {'s': ('B', 'd'), 'm': ('T', 'B', 'd')}
@@ -184,3 +182,47 @@ class EILinear(_EILayer):
 
     def extra_repr(self):
         return f'{self.in_features}, {self.out_features}, ' + super().extra_repr()
+
+
+def ei_layers(net: nn.Module):
+    """The E-I layers of ``net`` in registration order, as ``(name, layer)`` pairs; names each layer
+    (``layer.name``) by its qualified name in ``net``."""
+    layers = [(name, m) for name, m in net.named_modules() if isinstance(m, EILayer)]
+    for name, m in layers:
+        m.name = name
+    return layers
+
+
+def ei_init(net: nn.Module, x: Optional[torch.Tensor] = None, *, p: Optional[float] = None):
+    """(Re-)initialize every E-I layer of ``net``.
+
+    With a batch ``x``: one forward pass in training mode, without gradients, in which each
+    layer takes the statistics of its own input, layer by layer in forward order (each sees
+    the outputs of the layers initialized before it); neuron states are reset afterwards.
+    With ``p``: the data-free Bernoulli form, every layer assuming Bernoulli(``p``) input.
+    Errors (e.g. a layer whose input is silent) name the layer.
+    """
+    if (x is None) == (p is None):
+        raise ValueError('ei_init needs exactly one of a batch x or a Bernoulli firing probability p')
+    layers = ei_layers(net)
+    if not layers:
+        raise ValueError(f'ei_init: {type(net).__name__} has no E-I layer (sj_ei.EIConv2d / sj_ei.EILinear)')
+    if p is not None:
+        for _, layer in layers:
+            _init.broadcast_(_init.bernoulli_(layer, p))
+        return net
+    for _, layer in layers:
+        layer.set_initialized(False)
+    was_training = net.training
+    net.train()
+    try:
+        with torch.no_grad():
+            net(x)
+    finally:
+        functional.reset_net(net)
+        net.train(was_training)
+    missed = [name for name, layer in layers if not layer._initialized]
+    if missed:
+        raise RuntimeError(f'ei_init: the forward pass did not reach the E-I layers {missed}; '
+                           'they are still uninitialized')
+    return net

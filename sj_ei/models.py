@@ -12,7 +12,7 @@ from torch import nn
 from spikingjelly.activation_based import layer
 
 from .block import EIBlock
-from .layers import EIConv2d, EILinear
+from .layers import EIConv2d, EILinear, ei_layers
 from .neurons import EILIFNode, e_population
 
 VGG_LAYOUTS = {
@@ -98,6 +98,12 @@ class SpikingClassifier(nn.Module):
         return self.readout(self.pool(self.features(x)))
 
 
+def min_size(name: str) -> int:
+    """The smallest input height and width model ``name`` takes: ``2^P`` for a VGG's ``P`` 2x2 poolings;
+    1 for ResNet-18 (its padded stride-2 convolutions and adaptive pooling take any size)."""
+    return 2 ** VGG_LAYOUTS[name].count('P') if name in VGG_LAYOUTS else 1
+
+
 def _check_narrowest(name: str, norm: str, ei_ratio: int, width: float) -> None:
     """Refuse a ``width`` or ``ei_ratio`` that leaves the narrowest layer (the first, 64 channels at width 1)
     without a channel or, in an E-I network, without an inhibitory neuron."""
@@ -150,5 +156,7 @@ def build(name: str, num_classes: int, in_channels: int, norm: str = 'ei', T: Op
             else:
                 blocks.append(make.conv(cin, scaled(item), 3))
                 cin = scaled(item)
-    min_size = 2 ** VGG_LAYOUTS[name].count('P') if name in VGG_LAYOUTS else 1
-    return SpikingClassifier(nn.Sequential(*blocks), make.readout(cin, num_classes), in_channels, T, min_size)
+    model = SpikingClassifier(nn.Sequential(*blocks), make.readout(cin, num_classes), in_channels, T,
+                              min_size(name))
+    ei_layers(model)  # names the E-I layers, so that their errors say which one
+    return model

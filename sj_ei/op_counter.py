@@ -22,8 +22,7 @@ from typing import Dict
 from torch import nn
 
 from . import _compat
-from .init import ei_layers
-from .layers import _EILayer
+from .layers import EILayer, ei_layers
 from .neurons import IPopulation
 from .ops import OPS, ei_output_ops, inhibition_ops, pool_quantum, synapse_ops
 
@@ -40,7 +39,7 @@ class EICounter(_op_counter.ModuleCounter):
             raise ValueError(f'EICounter: op must be one of {", ".join(OPS)}, got {op!r}')
         self.op, self._quanta = op, {1.0}
         self._owner = {id(layer.i_population): layer for _, layer in ei_layers(net)}
-        self.rules = {('forward', _EILayer): self._layer, ('forward', IPopulation): self._i_population,
+        self.rules = {('forward', EILayer): self._layer, ('forward', IPopulation): self._i_population,
                       ('forward', nn.AvgPool2d): self._pool, ('forward', nn.AdaptiveAvgPool2d): self._pool}
 
     def _sum(self, ops: Dict[str, Dict[str, float]]) -> float:

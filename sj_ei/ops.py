@@ -48,8 +48,7 @@ from spikingjelly.activation_based import functional, neuron
 
 from . import cli
 from .division import LUTDivision, ShiftDivision, set_division
-from .init import ei_layers
-from .layers import _EILayer
+from .layers import EILayer, ei_layers
 
 OPS = ('ac', 'mac', 'div', 'mul', 'add')
 PARTS = ('excitatory', 'inhibition', 'neuron')
@@ -158,7 +157,7 @@ class Report:
         return '\n'.join(lines)
 
 
-def _division_kind(layer: _EILayer) -> str:
+def _division_kind(layer: EILayer) -> str:
     if layer.division is None:
         return 'exact'
     if isinstance(layer.division, ShiftDivision):
@@ -199,7 +198,7 @@ def synapse_ops(m: nn.Module, x: torch.Tensor, quanta=(1.0,)):
     x = x.flatten(0, 1) if getattr(m, 'step_mode', 's') == 'm' else x
     kind, counts = _classify(x, quanta)
     rate = None if kind == 'real' else x.float().mean().item()
-    ei = isinstance(m, _EILayer)
+    ei = isinstance(m, EILayer)
     conv = isinstance(m, nn.Conv2d) or ei and m.weight_ee.dim() == 4
     if conv:
         kernel = m.weight_ee.shape[2:] if ei else m.weight.shape[2:]
@@ -256,9 +255,9 @@ class Counter:
         self._handles.append(self.net.register_forward_pre_hook(self._on_net))
         for name, m in self.net.named_modules():
             name = name or type(m).__name__
-            if isinstance(m, (_EILayer, nn.Conv2d, nn.Linear)):
+            if isinstance(m, (EILayer, nn.Conv2d, nn.Linear)):
                 self._handles.append(m.register_forward_pre_hook(lambda mod, args, n=name: self._on_synapses(n, mod, args[0])))
-            if isinstance(m, _EILayer):
+            if isinstance(m, EILayer):
                 self._owner[id(m.i_population)] = m
                 self._handles.append(m.register_forward_hook(lambda mod, args, out, n=name: self._on_ei_output(n, mod, out)))
                 self._handles.append(m.i_population.register_forward_hook(
@@ -290,13 +289,13 @@ class Counter:
     @torch.no_grad()
     def _on_synapses(self, name, m, x):
         if name not in self.rows:
-            self.rows[name] = Row(name, 'ei' if isinstance(m, _EILayer) else type(m).__name__.lower())
+            self.rows[name] = Row(name, 'ei' if isinstance(m, EILayer) else type(m).__name__.lower())
         row = self._current = self.rows[name]
         kind, rate, ops = synapse_ops(m, x, self._quanta)
         row.input = kind if row.input in ('', kind) else 'mixed'
         if rate is not None:
             row.rate_sum, row.rate_calls = row.rate_sum + rate, row.rate_calls + 1
-        if isinstance(m, _EILayer):
+        if isinstance(m, EILayer):
             row.division = None if m.readout else _division_kind(m)
         self._merge(ops)
 

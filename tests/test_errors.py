@@ -19,8 +19,8 @@ def net():
 
 
 def test_single_step_input_to_a_multi_step_network(net):
-    """Called on ``net.features``, the layer is named within ``net.features``."""
-    with pytest.raises(ValueError, match=r"EIConv2d '0\.layer' in step_mode='m' expects input of shape "
+    """Called on ``net.features``, the layer keeps the name ``models.build`` gave it in ``net``."""
+    with pytest.raises(ValueError, match=r"EIConv2d 'features\.0\.layer' in step_mode='m' expects input of shape "
                                          r"\[T, B, C, H, W\] with C=2, got \(2, 2, 32\)"):
         net.features(torch.rand(2, 2, 32))
 

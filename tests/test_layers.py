@@ -31,7 +31,7 @@ def make_layer(kind, readout, seed=0, **options):
         layer.weight_ei[:3] = 0  # E channels 0-2 get no inhibition: I_sh is 0 there
         if not readout:
             layer.bias.uniform_(-0.5, 0.5)
-    layer._set_initialized(True)
+    layer.set_initialized(True)
     return layer, x
 
 
@@ -117,7 +117,7 @@ def double_layer(kind, readout, size=8):
     with torch.no_grad():
         for p in layer.parameters():
             p.uniform_(0.2, 1.0)
-    layer._set_initialized(True)
+    layer.set_initialized(True)
     x = torch.rand(2, 3, size, size, dtype=torch.float64) if kind == 'conv' else torch.rand(3, 12, dtype=torch.float64)
     return layer, x.requires_grad_()
 

@@ -73,7 +73,7 @@ def test_whole_model_saves_and_deep_copies():
     for other in (torch.load(buffer, weights_only=False), copy.deepcopy(net)):
         assert torch.equal(other(x), expected)
         functional.reset_net(other)
-        assert all(layer._initialized for _, layer in sj_ei.ei_layers(other))
+        assert all(bool(layer.initialized) for _, layer in sj_ei.ei_layers(other))
 
 
 def test_half_precision_network_divides_in_float32():

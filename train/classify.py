@@ -234,12 +234,11 @@ def check_setup(config: dict) -> torch.device:
     if config['backend'] == 'cupy' and device.type != 'cuda':
         raise cfg.ConfigError("backend 'cupy' needs a CUDA device: run with -device cuda, or -backend torch")
     size = min(datasets.info(config['dataset'], size=config['size'])['size'])
-    layout = sj_ei.models.VGG_LAYOUTS.get(config['model'], [])
-    needed = 2 ** layout.count('P')
+    needed = sj_ei.models.min_size(config['model'])
     if size < needed:
         raise cfg.ConfigError(f"frames of {size}x{size} are too small for {config['model']}: its "
-                              f"{layout.count('P')} 2x2 poolings need at least {needed}x{needed} (synthetic data: "
-                              f"size: {needed}); or use model resnet18")
+                              f"{needed.bit_length() - 1} 2x2 poolings need at least {needed}x{needed} (synthetic "
+                              f"data: size: {needed}); or use model resnet18")
     return device
 
 
