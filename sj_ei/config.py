@@ -14,6 +14,8 @@ import torch
 import yaml
 
 from . import datasets, models
+from ._compat import BACKENDS
+from .layers import INITS
 from .neurons import IPopulation
 
 #: key: (type, default, meaning)
@@ -60,8 +62,8 @@ SCHEMA = {
     'num_test_samples': (int, 512, 'synthetic dataset only: test samples'),
     'size': (int, 32, 'synthetic dataset only: frame height and width (>= 8; >= 32 for the VGGs)'),
 }
-CHOICES = {'dataset': datasets.NAMES, 'model': models.NAMES, 'norm': models.NORMS, 'backend': ('torch', 'cupy'),
-           'init': ('ei', 'kaiming'), 'i_population': ('rate', 'count')}
+CHOICES = {'dataset': datasets.NAMES, 'model': models.NAMES, 'norm': models.NORMS, 'backend': BACKENDS,
+           'init': INITS, 'i_population': IPopulation.MODES}
 POSITIVE = ('width', 'ei_ratio', 'T', 'batch_size', 'epochs', 'num_samples', 'num_test_samples', 'size', 'eps',
             'i_theta')
 #: keys that may be null (YAML ``null``, ``-set eps=null``)

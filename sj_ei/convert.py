@@ -26,15 +26,16 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from spikingjelly.activation_based import surrogate
 
-from . import models
+from . import datasets, models
 from .block import EIBlock
 from .constraint import clamp_
 from .layers import EIConv2d, EILinear, ei_layers
 from .neurons import EILIFNode
 
-#: DeepEISNN dataset name -> (num_classes, in_channels)
-DATASETS = {'CIFAR10': (10, 3), 'CIFAR100': (100, 3), 'TinyImageNet200': (200, 3), 'CIFAR10DVS': (10, 2),
-            'DVSGesture': (11, 2), 'MNIST': (10, 1)}
+#: DeepEISNN dataset name -> sj_ei's name of it (``sj_ei.datasets.info``), or its classes and channels where sj_ei
+#: has no such dataset
+DATASETS = {'CIFAR10': 'cifar10', 'CIFAR100': 'cifar100', 'TinyImageNet200': 'tinyimagenet',
+            'CIFAR10DVS': 'cifar10dvs', 'DVSGesture': 'dvsgesture', 'MNIST': dict(num_classes=10, in_channels=1)}
 #: the authors' LIF arguments (config ``neuron``) -> how sj_ei's E population takes them
 _SURROGATES = {'sigmoid': surrogate.Sigmoid, 'atan': surrogate.ATan, 'leaky_relu': surrogate.LeakyKReLU}
 _NEURON_KEYS = ('tau', 'surrogate_function', 'decay_input', 'v_threshold', 'v_reset', 'detach_reset', 'step_mode')
@@ -305,7 +306,9 @@ def from_deepeisnn(source, config=None, T: Optional[int] = None) -> models.Spiki
     if 'num_classes' in config and 'in_channels' in config:
         num_classes, in_channels = config['num_classes'], config['in_channels']
     elif config.get('dataset') in DATASETS:
-        num_classes, in_channels = DATASETS[config['dataset']]
+        meta = DATASETS[config['dataset']]
+        meta = datasets.info(meta) if isinstance(meta, str) else meta
+        num_classes, in_channels = meta['num_classes'], meta['in_channels']
     else:
         raise ConversionError(f'the config needs dataset (one of {", ".join(DATASETS)}) or num_classes and '
                               f'in_channels, got {config.get("dataset")!r}')

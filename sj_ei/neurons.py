@@ -60,11 +60,12 @@ class IPopulation(nn.Module):
     spikes of threshold ``theta`` times ``theta`` (gradient passed straight
     through where ``I_IE >= 0``).
     """
+    MODES = ('rate', 'count')
 
     def __init__(self, mode: str = 'rate', theta: float = 1.0):
         super().__init__()
-        if mode not in ('rate', 'count'):
-            raise ValueError(f"IPopulation mode must be 'rate' or 'count', got {mode!r}")
+        if mode not in self.MODES:
+            raise ValueError(f"IPopulation mode must be one of {self.MODES}, got {mode!r}")
         if theta <= 0:
             raise ValueError(f'IPopulation theta must be > 0, got {theta}')
         self.mode, self.theta = mode, float(theta)

@@ -47,12 +47,12 @@ from torch import nn
 from spikingjelly.activation_based import functional, neuron
 
 from . import cli
+from . import division
 from .division import LUTDivision, ShiftDivision, set_division
 from .layers import EILayer, ei_layers
 
 OPS = ('ac', 'mac', 'div', 'mul', 'add')
 PARTS = ('excitatory', 'inhibition', 'neuron')
-DIVISIONS = ('exact', 'shift', 'lut')
 
 
 @dataclass
@@ -164,7 +164,7 @@ def _division_kind(layer: EILayer) -> str:
         return 'shift'
     if isinstance(layer.division, LUTDivision):
         return 'lut'
-    raise TypeError(f'{type(layer).__name__}: cannot price its division {type(layer.division).__name__}; '
+    raise TypeError(f'{layer.label}: cannot price its division {type(layer.division).__name__}; '
                     'count with a division of sj_ei.division (ShiftDivision, LUTDivision) or None')
 
 
@@ -378,7 +378,7 @@ def main(argv=None):
                         'trainer config and of the batch-norm SNN of the same shape, on batches of the test set.')
     parser.add_argument('-prices', default='', metavar='NAME=PJ,...', help='energy prices in pJ, e.g. '
                         f'"mac=3.1,ac=0.1"; names and defaults: {Prices()}')
-    parser.add_argument('-division', default='exact', choices=DIVISIONS, help='division of the E-I layers')
+    parser.add_argument('-division', default='exact', choices=division.NAMES, help='division of the E-I layers')
     parser.add_argument('-table-size', type=int, metavar='N', help="table size of -division lut (default 64)")
     args = parser.parse_args(argv)
     with cli.errors():

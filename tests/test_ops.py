@@ -146,6 +146,14 @@ def test_approximate_division_is_priced_as_a_shift_or_a_table_read():
         assert exact.energy() - report.energy() == pytest.approx(saved)
 
 
+def test_a_division_sj_ei_cannot_price_is_one_error_naming_the_layer():
+    net = ei_net()
+    sj_ei.ei_layers(net)[0][1].division = nn.Identity()
+    with pytest.raises(TypeError, match=r"^EIConv2d 'block\.layer': cannot price its division Identity; "
+                                        r"count with a division of sj_ei.division"):
+        ops.count(net, [strokes()])
+
+
 def test_prices_can_be_changed():
     report = ops.count(ei_net(), [strokes()], ops.Prices.parse('ac=0,mac=0,mul=0,add=0,div=1'))
     assert report.energy() == UNITS
