@@ -1,9 +1,15 @@
-"""The house drawn from the imports (read with ``ast``, nothing imported): the library ``sj_ei`` never
-imports its application ``train``, its modules import each other without a cycle, and no module uses
+"""The house drawn from the imports (read with ``ast``): the library ``sj_ei`` never
+imports its application ``train`` (nor installs it), its modules import each other without a cycle, and no module uses
 another's private names (a leading underscore; dunder names are public).  ``sj_ei._compat`` is a private
 module whose public names (``from ._compat import SJ_MAJOR``, ``_compat.SJ_MAJOR``) the others use."""
 import ast
+import configparser
+import pkgutil
+import subprocess
+import sys
 from pathlib import Path
+
+import sj_ei
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -68,6 +74,24 @@ def test_the_library_never_imports_the_trainer():
     found = [f'{name}:{line} imports {module}' for name, (tree, package) in SJ_EI.items()
              for module, _, line in imports(name, tree, package) if module.split('.')[0] == 'train']
     assert not found, found
+
+
+def test_only_the_library_is_installed():
+    """``pip install`` brings ``sj_ei``; the trainer runs from the repository (no top-level ``train`` in
+    site-packages), and the tests import it from there."""
+    setup = configparser.ConfigParser()
+    setup.read(ROOT / 'setup.cfg')
+    assert setup['options.packages.find']['include'].split() == ['sj_ei', 'sj_ei.*']
+    assert setup['tool:pytest']['pythonpath'].split('#')[0].strip() == '.'
+
+
+def test_importing_every_sj_ei_module_leaves_train_unimported():
+    modules = [m.name for m in pkgutil.walk_packages(sj_ei.__path__, 'sj_ei.')
+               if m.name != 'sj_ei.op_counter']  # spikingjelly 2 only
+    probe = f'import importlib, sys\nfor m in {modules!r}: importlib.import_module(m)\nprint("train" in sys.modules)'
+    result = subprocess.run([sys.executable, '-c', probe], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert 'sj_ei.analyze' in modules and 'sj_ei.ops' in modules and 'sj_ei.config' in modules
+    assert result.stdout.strip() == 'False'
 
 
 def test_sj_ei_modules_import_each_other_without_a_cycle():
