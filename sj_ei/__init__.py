@@ -13,8 +13,8 @@ from .division import set_division
 from . import health, models
 from . import convert
 
-__all__ = ['EIConv2d', 'EILinear', 'EILayer', 'EIInitError', 'IPopulation', 'e_population', 'EILIFNode', 'EIBlock', 'EICurrents',
-           'ei_init', 'ei_layers', 'constrain', 'clamp_', 'set_division', 'set_backend', 'health', 'models',
+__all__ = ['EIConv2d', 'EILinear', 'EILayer', 'EIInitError', 'IPopulation', 'e_population', 'EILIFNode', 'EIBlock',
+           'EICurrents', 'ei_init', 'ei_layers', 'constrain', 'clamp_', 'set_division', 'set_backend', 'health', 'models',
            'convert', 'ops']
 __version__ = '0.1.0'
 

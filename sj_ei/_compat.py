@@ -16,10 +16,6 @@ from here.
   at every tau).
 - ``op_counter()``: spikingjelly 2's operation counters (``activation_based.op_counter``); an
   ``ImportError`` saying so on 0.0.0.0.14, which has none.
-- The event-dataset readers sj_ei calls, whose names and argument types changed
-  (``split_dvs_gesture_recording``, ``aedat_header_length``, ``parse_aedat_address``,
-  ``load_events_np``, ``load_cifar10dvs_recording``); spikingjelly's dataset modules are
-  imported when one is first called, so ``import sj_ei`` stays light.
 
 numpy 2 and spikingjelly 0.0.0.0.14: its CuPy kernel launcher
 (``auto_cuda.base.CKernel.check_ctypes``, run before every launch of its CuPy LIF kernels)
@@ -33,7 +29,6 @@ import importlib.util
 import math
 import types
 import warnings
-from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -165,43 +160,3 @@ def set_backend(net: nn.Module, backend: str) -> None:
         if isinstance(m, _Backend):
             m.backend = backend
 
-
-def split_dvs_gesture_recording(fname: str, aedat_file, csv_file, output_dir) -> None:
-    """spikingjelly's DVS128 Gesture splitter: the events of one recording (``aedat_file``,
-    AEDAT 3.1) to one events file ``output_dir/<label>/<fname>_<i>.npz`` per gesture of ``csv_file``."""
-    from spikingjelly.datasets import dvs128_gesture
-    if SJ_MAJOR == 0:
-        dvs128_gesture.DVS128Gesture.split_aedat_files_to_np(fname, str(aedat_file), str(csv_file), str(output_dir))
-    else:
-        dvs128_gesture._split_aedat_files_to_np(fname, Path(aedat_file), Path(csv_file), Path(output_dir))
-
-
-def aedat_header_length(f) -> int:
-    """Bytes of the ``#`` header lines at the start of the AEDAT 2.0 file ``f`` (CIFAR10-DVS), read from its start."""
-    from spikingjelly.datasets import cifar10_dvs
-    return cifar10_dvs.skip_header(f) if SJ_MAJOR == 0 else cifar10_dvs._skip_header(f)
-
-
-def parse_aedat_address(addresses: np.ndarray, **masks):
-    """``(x, y, polarity)`` of AEDAT 32-bit event addresses, with spikingjelly's bit masks and shifts
-    (keywords ``x_mask``, ``x_shift``, ``y_mask``, ``y_shift``, ``polarity_mask``, ``polarity_shift``)."""
-    from spikingjelly.datasets import cifar10_dvs
-    parse = cifar10_dvs.parse_raw_address if SJ_MAJOR == 0 else cifar10_dvs._parse_raw_address
-    return parse(addresses, **masks)
-
-
-def load_events_np(path) -> dict:
-    """One spikingjelly events file (``events_np/**.npz``) as ``{'t', 'x', 'y', 'p'}`` numpy arrays."""
-    if SJ_MAJOR == 0:
-        from spikingjelly.datasets import NeuromorphicDatasetFolder
-        return NeuromorphicDatasetFolder.load_events_np(str(path))
-    from spikingjelly.datasets import base as datasets_base
-    return datasets_base._load_events(path)
-
-
-def load_cifar10dvs_recording(path) -> dict:
-    """spikingjelly's own reader of one CIFAR10-DVS recording (AEDAT 2.0) as ``{'t', 'x', 'y', 'p'}``."""
-    from spikingjelly.datasets import cifar10_dvs
-    if SJ_MAJOR == 0:
-        return cifar10_dvs.CIFAR10DVS.load_origin_data(str(path))
-    return cifar10_dvs._load_origin_data(path)

@@ -5,12 +5,14 @@ Every E-I layer initializes itself from its own input on its first forward in
 training mode (``from_input_``), so a plain training loop needs nothing more;
 ``ei_init`` does it explicitly from one batch, or data-free for Bernoulli spikes.
 The layer is any ``sj_ei.layers.EILayer`` (this module reads its attributes and
-``label``, and calls its ``set_initialized``).  Under ``torch.distributed`` (world size > 1) the input statistics are summed over
-all ranks and the drawn weights broadcast from rank 0, so every rank starts from
-the same parameters; every rank must then initialize, in the same order (as the
-forward passes of ``DistributedDataParallel`` do).
+``label``, and calls its ``set_initialized``).  Under ``torch.distributed`` (world
+size > 1) the input statistics are summed over all ranks and the drawn weights
+broadcast from rank 0, so every rank starts from the same parameters; every rank
+must then initialize, in the same order (as the forward passes of
+``DistributedDataParallel`` do).
 """
 import math
+
 import torch
 import torch.distributed as dist
 from torch import nn

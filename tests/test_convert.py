@@ -430,8 +430,8 @@ def test_to_ei_converts_spiking_vgg11_bn():
     convert.to_ei(net)
     layers = sj_ei.ei_layers(net)
     assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in net.modules())
-    assert [(l.in_channels, l.out_channels, l.kernel_size, l.padding, l.readout, bool(l.initialized)) for _, l in layers] == \
-        [(c.in_channels, c.out_channels, c.kernel_size, c.padding, False, False) for c in convs]
+    assert [(l.in_channels, l.out_channels, l.kernel_size, l.padding, l.readout, bool(l.initialized))
+            for _, l in layers] == [(c.in_channels, c.out_channels, c.kernel_size, c.padding, False, False) for c in convs]
     assert isinstance(net.classifier[6], torch.nn.Linear)  # the classifier is kept
     functional.set_step_mode(net, 'm')
     trains_one_step(net, (torch.rand(2, 2, 3, 32, 32, generator=torch.Generator().manual_seed(0)) < 0.3).float())

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from spikingjelly.datasets import split_to_train_test_set
 
 from sj_ei import _compat, datasets
-from sj_ei.datasets import events
+from sj_ei.datasets import aedat, events
 from sj_ei.datasets.synthetic import CLASSES, SyntheticEvents
 from sj_ei.datasets.transforms import Cutout, RandomRoll, event_transform
 
@@ -65,6 +65,34 @@ def test_tiny_dvs_gesture_in_its_real_format_loads_into_labelled_frames(tmp_path
         assert sorted(labels) == list(range(formats.GESTURE_CLASSES))
     assert not [p for p in tree(tmp_path) if '/.' in p or p.startswith('.')]  # no staging folder left
     assert {p.split('/')[0] for p in tree(tmp_path)} == {'extract', 'events_np', 'frames_number_4_split_by_number'}
+
+
+def test_aedat3_reader_matches_spikingjelly(tmp_path):
+    """Every polarity event of a DVS128 Gesture recording as spikingjelly's reader gives it (its
+    per-event Python loop), values and order."""
+    folder = write_dvs_gesture(tmp_path)
+    source = folder / f'{formats.GESTURE_USERS[0][0]}.aedat'
+    if _compat.SJ_MAJOR == 0:
+        from spikingjelly.datasets import load_aedat_v3
+    else:
+        from spikingjelly.datasets.utils import load_aedat_v3
+    ours, theirs = aedat.read_aedat3(source), load_aedat_v3(str(source))
+    assert len(ours['t']) > 1000
+    for key in 'txyp':
+        np.testing.assert_array_equal(ours[key], theirs[key])
+
+
+def test_a_cut_aedat_file_is_a_value_error_naming_it(tmp_path):
+    folder = write_dvs_gesture(tmp_path)
+    source = folder / f'{formats.GESTURE_USERS[0][0]}.aedat'
+    source.write_bytes(source.read_bytes()[:-3])
+    with pytest.raises(ValueError, match=r'user01_fluorescent\.aedat: an AEDAT 3\.1 polarity packet .* whole events'):
+        aedat.read_aedat3(source)
+    write_cifar10dvs(tmp_path, per_class=1)
+    source = tmp_path / 'extract' / 'bird' / 'cifar10_bird_0.aedat'
+    source.write_bytes(source.read_bytes()[:-4])
+    with pytest.raises(ValueError, match=r'cifar10_bird_0\.aedat: the \d+ bytes after the AEDAT 2\.0 header'):
+        aedat.read_cifar10dvs(source)
 
 
 def test_dvs_gesture_caches_are_reused_and_another_T_gets_its_own(tmp_path):
@@ -142,9 +170,12 @@ def test_cifar10dvs_reader_matches_spikingjelly(tmp_path, monkeypatch):
     source = tmp_path / 'extract' / 'bird' / 'cifar10_bird_0.aedat'
     events._convert_cifar10dvs(source, tmp_path / 'ours.npz')
     ours = np.load(tmp_path / 'ours.npz')
-    # spikingjelly's own reader, run with the numpy-1 meaning of np.fromstring it was written for
+    # spikingjelly's own reader (its name differs by release), run with the numpy-1 meaning of
+    # np.fromstring it was written for
+    from spikingjelly.datasets import cifar10_dvs
     monkeypatch.setattr(np, 'fromstring', lambda data, dtype: np.frombuffer(data, dtype=dtype), raising=False)
-    theirs = _compat.load_cifar10dvs_recording(source)
+    theirs = (cifar10_dvs.CIFAR10DVS.load_origin_data(str(source)) if _compat.SJ_MAJOR == 0 else
+              cifar10_dvs._load_origin_data(source))
     for key in 'txyp':
         np.testing.assert_array_equal(ours[key], theirs[key])
 

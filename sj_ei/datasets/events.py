@@ -7,7 +7,8 @@ Under the dataset root spikingjelly reads ``download/`` (the published archives)
 them once into ``frames_number_<T>_split_by_number/``.  Left to itself it deletes an
 archive whose checksum does not match, tries to download missing files, and skips a
 recording it cannot read without saying so.  This module therefore prepares those
-folders itself, with spikingjelly's own readers and framing functions, before handing
+folders itself, reading the recordings with ``aedat`` (the file formats, as spikingjelly
+reads them) and framing them with spikingjelly's functions, before handing
 the root to spikingjelly's class: it checks what is on disk first and stops with one
 clear error before writing anything, verifies archives against their published MD5
 and never deletes or changes a user's file, fails loudly on an unreadable recording,
@@ -36,7 +37,7 @@ from spikingjelly import datasets as sjds
 from spikingjelly.datasets.cifar10_dvs import CIFAR10DVS
 from spikingjelly.datasets.dvs128_gesture import DVS128Gesture
 
-from .. import _compat
+from . import aedat
 from .errors import DatasetDamagedError, DatasetNotFoundError
 from .transforms import SENSOR, event_transform
 
@@ -221,9 +222,8 @@ def _prepare_events(name: str, root: Path):
             for split in ('train', 'test'):
                 for label in range(11):
                     (partial / split / str(label)).mkdir(parents=True)
-            _run_all([(source, _compat.split_dvs_gesture_recording, stem, str(source),
-                       str(source.with_name(f'{stem}_labels.csv')), str(partial / split))
-                      for source, split, stem in recordings], 'read the recording')
+            _run_all([(source, _split_dvs_gesture, source, source.with_name(f'{source.stem}_labels.csv'),
+                       partial / split) for source, split, _ in recordings], 'read the recording')
         else:
             for c in CIFAR10DVS_CLASSES:
                 (partial / c).mkdir()
@@ -231,19 +231,29 @@ def _prepare_events(name: str, root: Path):
                       for source, c, stem in recordings], 'read the recording')
 
 
+def _split_dvs_gesture(source: Path, labels: Path, output: Path):
+    """One DVS128 Gesture recording (AEDAT 3.1) to one events file per gesture of its ``labels`` csv
+    (``class, start, end`` in us, classes from 1), ``output/<class - 1>/<recording>_<i>.npz`` for the
+    ``i``-th gesture of that class, holding the events of ``start <= t < end``: spikingjelly's layout."""
+    events = aedat.read_aedat3(source)
+    seen = [0] * 11
+    for label, start, end in np.loadtxt(labels, dtype=np.uint32, delimiter=',', skiprows=1, ndmin=2):
+        inside = (events['t'] >= start) & (events['t'] < end)
+        sjds.np_savez(str(output / str(label - 1) / f'{source.stem}_{seen[label - 1]}.npz'),
+                      **{key: value[inside] for key, value in events.items()})
+        seen[label - 1] += 1
+
+
 def _convert_cifar10dvs(source: Path, target: Path):
-    """One CIFAR10-DVS recording (AEDAT 2.0: big-endian 32-bit address, timestamp pairs) to
-    spikingjelly's events file, with the address layout and orientation of
-    ``CIFAR10DVS.load_origin_data``, whose reader numpy 2 no longer runs
-    (``np.fromstring`` on binary data was removed)."""
-    with open(source, 'rb') as f:
-        f.seek(_compat.aedat_header_length(f))
-        words = np.frombuffer(f.read(), dtype='>u4')
-    if len(words) % 2:
-        raise ValueError('odd number of 32-bit words after the header')
-    x, y, p = _compat.parse_aedat_address(words[0::2], x_mask=0xFE, x_shift=1, y_mask=0x7F00, y_shift=8,
-                                            polarity_mask=1, polarity_shift=None)
-    sjds.np_savez(str(target), t=words[1::2], x=127 - y, y=127 - x, p=1 - p.astype(int))
+    """One CIFAR10-DVS recording (AEDAT 2.0) to spikingjelly's events file (whose own reader numpy 2
+    no longer runs: ``np.fromstring`` on binary data was removed)."""
+    sjds.np_savez(str(target), **aedat.read_cifar10dvs(source))
+
+
+def _load_events(path) -> dict:
+    """One spikingjelly events file (``events_np/**.npz``) as ``{'t', 'x', 'y', 'p'}`` numpy arrays."""
+    with np.load(path) as events:
+        return {key: events[key] for key in events.files}
 
 
 def _prepare_frames(name: str, root: Path, T: int):
@@ -260,6 +270,6 @@ def _prepare_frames(name: str, root: Path, T: int):
             out = partial / Path(folder).relative_to(events_np)
             out.mkdir(exist_ok=True)
             jobs += [(Path(folder, f), sjds.integrate_events_file_to_frames_file_by_fixed_frames_number,
-                      _compat.load_events_np, os.path.join(folder, f), str(out), 'number', T, H, W)
+                      _load_events, os.path.join(folder, f), str(out), 'number', T, H, W)
                      for f in files]
         _run_all(jobs, 'frame the events file')
