@@ -2,7 +2,7 @@
 layers (DeepEISNN, ICLR 2026) for spikingjelly."""
 import importlib
 
-from ._compat import set_backend  # the one module that knows the spikingjelly release
+from .backends import BACKENDS, BackendError, set_backend
 from .layers import EIConv2d, EILayer, EILinear, ei_init, ei_layers
 from .neurons import IPopulation, e_population, EILIFNode
 from .block import EIBlock
@@ -14,7 +14,7 @@ from . import health, models
 from . import convert
 
 __all__ = ['EIConv2d', 'EILinear', 'EILayer', 'EIInitError', 'IPopulation', 'e_population', 'EILIFNode', 'EIBlock',
-           'EICurrents', 'ei_init', 'ei_layers', 'constrain', 'clamp_', 'set_division', 'set_backend', 'health', 'models',
+           'EICurrents', 'ei_init', 'ei_layers', 'constrain', 'clamp_', 'set_division', 'set_backend', 'BACKENDS', 'BackendError', 'health', 'models',
            'convert', 'ops']
 __version__ = '0.1.0'
 

@@ -10,7 +10,8 @@ from here.
 - ``MemoryModule`` / ``LIFNode``: base classes for sj_ei's stateful modules that carry a
   ``backend`` attribute the spikingjelly way on both versions (validated against the
   subclass's ``supported_backends``; ``LIFNode(..., backend='torch')`` accepted on both).
-- ``set_backend(net, backend)``: the one call that selects a backend on both versions.
+- ``switch_backend(net, backend)``: how this release switches a network's modules to a backend
+  (``sj_ei.set_backend``, in ``sj_ei.backends``, is the public call that checks and explains).
 - ``lif_node_charges_like_sj_ei(tau, decay_input, v_reset)``: whether spikingjelly's ``LIFNode``
   rounds its charge as sj_ei's LIF does (always on 0.0.0.0.14; on 2.x at the paper's tau = 2, not
   at every tau).
@@ -25,14 +26,12 @@ numpy that still has the alias (``_NumpyWithIntAlias``); numpy itself, and every
 module, is left as it is.
 """
 import importlib.metadata
-import importlib.util
 import math
 import types
 import warnings
 from typing import Optional
 
 import numpy as np
-import torch
 from torch import nn
 
 SJ_VERSION: str = importlib.metadata.version('spikingjelly')
@@ -48,12 +47,6 @@ with warnings.catch_warnings():
     from spikingjelly.activation_based import base, functional, layer, neuron  # noqa: F401 (layer: compiled here)
     if SJ_MAJOR == 0:
         from spikingjelly.activation_based.auto_cuda import base as _auto_cuda_base
-BACKENDS = ('torch', 'cupy')
-
-
-class BackendError(ValueError):
-    """A backend was asked of modules (or of a machine) that cannot run it."""
-
 
 if SJ_MAJOR == 0:
     class _NumpyWithIntAlias(types.ModuleType):
@@ -123,26 +116,18 @@ def op_counter() -> types.ModuleType:
     return module
 
 
-def set_backend(net: nn.Module, backend: str) -> None:
-    """Run every module of ``net`` that has a backend on ``backend`` ('torch' or 'cupy').
+def switch_backend(net: nn.Module, backend: str) -> list:
+    """Switch every module of ``net`` that has a backend to ``backend`` (a known one this machine can run:
+    ``sj_ei.set_backend`` checks), the way this spikingjelly release does; or, where some modules cannot
+    run it, change nothing and return what each of them is (``"'name' (why)"``).
 
     On spikingjelly 0.0.0.0.14 this is ``functional.set_backend(net, backend)`` (its own
     neurons switch too; modules without that backend keep theirs, with spikingjelly's warning).
-    On 2.x it switches sj_ei's modules; a module that cannot run ``backend`` (for 'cupy':
-    spikingjelly 2's own neurons, which have no CuPy backend) is one error, and nothing changes.
+    On 2.x it switches sj_ei's modules; spikingjelly 2's own neurons have no CuPy backend.
     """
-    if backend not in BACKENDS:
-        raise ValueError(f'backend must be one of {BACKENDS}, got {backend!r}')
-    if backend == 'cupy' and not torch.cuda.is_available():
-        raise BackendError("backend 'cupy' runs CuPy kernels on a CUDA GPU, but torch sees no CUDA device "
-                           "on this machine; use backend 'torch'")
-    if backend == 'cupy' and importlib.util.find_spec('cupy') is None:
-        from .cupy_backend import install_hint
-        raise BackendError(f"backend 'cupy' needs CuPy, which is not installed: {install_hint()}; "
-                           "or use backend 'torch'")
     if SJ_MAJOR == 0:
         functional.set_backend(net, backend)
-        return
+        return []
     cannot = []
     for name, m in net.named_modules():
         if isinstance(m, _Backend) and backend not in m.supported_backends:
@@ -150,13 +135,9 @@ def set_backend(net: nn.Module, backend: str) -> None:
         elif isinstance(m, (neuron.BaseNode, neuron.SimpleBaseNode)) and not isinstance(m, _Backend) \
                 and backend != 'torch':
             cannot.append(f"'{name}' (spikingjelly's {type(m).__name__}: spikingjelly 2 has no CuPy backend)")
-    if cannot:
-        raise BackendError(
-            f"backend {backend!r} is not available for {', '.join(cannot)} with spikingjelly {SJ_VERSION}; "
-            "sj_ei's CuPy backend is its fused E-I neuron in step_mode 'm' (models.build(..., norm='ei')), "
-            "spikingjelly 2's own neurons use its CUDA kernels on a GPU with backend 'torch', and "
-            "spikingjelly 0.0.0.0.14 has CuPy LIF nodes")
-    for m in net.modules():
-        if isinstance(m, _Backend):
-            m.backend = backend
+    if not cannot:
+        for m in net.modules():
+            if isinstance(m, _Backend):
+                m.backend = backend
+    return cannot
 

@@ -14,7 +14,7 @@ import torch
 import yaml
 
 from . import datasets, models
-from ._compat import BACKENDS
+from .backends import BACKENDS
 from .layers import INITS
 from .neurons import IPopulation
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 from spikingjelly.activation_based import functional, layer, monitor, neuron, surrogate
 
-from sj_ei import _compat
+from sj_ei import _compat, backends
 
 needs_0_0_0_0_14 = pytest.mark.skipif(_compat.SJ_MAJOR != 0, reason='spikingjelly 0.0.0.0.14 only')
 needs_2 = pytest.mark.skipif(_compat.SJ_MAJOR != 2, reason='spikingjelly 2 only')
@@ -121,14 +121,15 @@ def test_an_sj_ei_neuron_takes_a_backend_and_runs_its_own_multi_step_path():
 def test_set_backend_names_the_backends_it_knows(backend):
     net = torch.nn.Sequential(layer.Linear(4, 4, step_mode='m'), paper_lif())
     with pytest.raises(ValueError, match=r"backend must be one of \('torch', 'cupy'\)"):
-        _compat.set_backend(net, backend)
+        backends.set_backend(net, backend)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason='checks the error on a machine without a GPU')
 def test_set_backend_cupy_without_a_gpu_is_one_clear_error():
     net = torch.nn.Sequential(layer.Linear(4, 4, step_mode='m'), FusedLIF(step_mode='m'))
-    with pytest.raises(_compat.BackendError, match="backend 'cupy' runs CuPy kernels on a CUDA GPU.*use backend 'torch'"):
-        _compat.set_backend(net, 'cupy')
+    with pytest.raises(backends.BackendError,
+                       match="backend 'cupy' runs CuPy kernels on a CUDA GPU.*use backend 'torch'"):
+        backends.set_backend(net, 'cupy')
     assert net[1].backend == 'torch'
 
 
@@ -144,16 +145,16 @@ def a_gpu_machine(monkeypatch):
 def test_set_backend_switches_sj_ei_neurons_and_back(a_gpu_machine):
     net = torch.nn.Sequential(layer.Linear(4, 4, step_mode='m'), FusedLIF(step_mode='m'),
                               layer.Linear(4, 4, step_mode='m'), FusedLIF(step_mode='m'))
-    _compat.set_backend(net, 'cupy')
+    backends.set_backend(net, 'cupy')
     assert [net[1].backend, net[3].backend] == ['cupy', 'cupy']
-    _compat.set_backend(net, 'torch')
+    backends.set_backend(net, 'torch')
     assert [net[1].backend, net[3].backend] == ['torch', 'torch']
 
 
 @needs_0_0_0_0_14
 def test_set_backend_on_0_0_0_0_14_also_switches_spikingjellys_lif_nodes(a_gpu_machine):
     net = torch.nn.Sequential(layer.Linear(4, 4, step_mode='m'), paper_lif(), FusedLIF(step_mode='m'))
-    _compat.set_backend(net, 'cupy')
+    backends.set_backend(net, 'cupy')
     assert [net[1].backend, net[2].backend] == ['cupy', 'cupy']
 
 
@@ -161,11 +162,12 @@ def test_set_backend_on_0_0_0_0_14_also_switches_spikingjellys_lif_nodes(a_gpu_m
 def test_set_backend_cupy_on_2_refuses_spikingjellys_own_neurons_and_changes_nothing(a_gpu_machine):
     net = torch.nn.Sequential(layer.Linear(4, 4, step_mode='m'), FusedLIF(step_mode='m'),
                               layer.Linear(4, 4, step_mode='m'), paper_lif(), FusedLIF(step_mode='s'))
-    with pytest.raises(_compat.BackendError, match=r"'3' \(spikingjelly's LIFNode: spikingjelly 2 has no CuPy "
-                                                   r"backend\), '4' \(FusedLIF in step_mode 's' supports \('torch',\)\)"):
-        _compat.set_backend(net, 'cupy')
+    with pytest.raises(backends.BackendError, match=r"'3' \(spikingjelly's LIFNode: spikingjelly 2 has no CuPy "
+                                                    r"backend\), '4' \(FusedLIF in step_mode 's' supports "
+                                                    r"\('torch',\)\)"):
+        backends.set_backend(net, 'cupy')
     assert net[1].backend == 'torch'
-    _compat.set_backend(net, 'torch')
+    backends.set_backend(net, 'torch')
 
 
 @needs_2

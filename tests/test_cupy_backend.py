@@ -26,7 +26,7 @@ import pytest
 import torch
 from spikingjelly.activation_based import neuron, surrogate
 
-from sj_ei import _compat, cupy_backend
+from sj_ei import _compat, backends, cupy_backend
 from sj_ei.cupy_backend import BLOCK, CONVERSIONS, KINDS, Kernel, backward_kernel, forward_kernel
 from sj_ei.currents import EICurrents, integrate
 from sj_ei.lif import SURROGATES, LIFConfig
@@ -558,9 +558,9 @@ def test_set_backend_without_cupy_names_the_cupy_of_torchs_cuda(monkeypatch):
     monkeypatch.setattr(importlib.util, 'find_spec', lambda name, *a: None if name == 'cupy' else find_spec(name, *a))
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
     monkeypatch.setattr(torch.version, 'cuda', '12.6')
-    with pytest.raises(_compat.BackendError, match=r"needs CuPy, which is not installed: pip install cupy-cuda12x "
-                                                   r"\(or sj_ei\[cupy-cuda12x\]\).*or use backend 'torch'"):
-        _compat.set_backend(torch.nn.Linear(2, 2), 'cupy')
+    with pytest.raises(backends.BackendError, match=r"needs CuPy, which is not installed: pip install cupy-cuda12x "
+                                                    r"\(or sj_ei\[cupy-cuda12x\]\).*or use backend 'torch'"):
+        backends.set_backend(torch.nn.Linear(2, 2), 'cupy')
 
 
 def test_every_extra_the_hint_names_exists_and_installs_that_cupy(monkeypatch):
