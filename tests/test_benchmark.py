@@ -131,7 +131,7 @@ def test_saved_bytes_counts_each_activation_once_and_no_parameters():
 
 @pytest.mark.parametrize('argv, message', [
     (['-models', 'vgg7'], 'unknown model'),
-    (['-models', 'vgg8', '-size', '16'], 'too small'),
+    (['-models', 'vgg8', '-size', '16'], '-size 16 is too small for vgg8 (needs >= 32)'),
     (['-b', '0'], '-b must be >= 1'),
 ])
 def test_bad_arguments_are_reported(argv, message, capsys):

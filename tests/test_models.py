@@ -104,6 +104,18 @@ def test_too_small_input_names_the_minimum_size(name, size, needed):
     assert sj_ei.models.build('resnet18', 10, 2, width=0.125)(spikes(C=2, size=8)).shape == (2, 2, 10)
 
 
+@pytest.mark.parametrize('name', sj_ei.models.NAMES)
+def test_min_size_is_the_smallest_input_a_model_takes(name):
+    """``models.min_size`` is the one statement of it (the trainer and sj_ei.benchmark ask it too)."""
+    size = sj_ei.models.min_size(name)
+    assert size == {'resnet18': 1}.get(name, 32)
+    net = sj_ei.ei_init(sj_ei.models.build(name, 10, 2, width=0.0625), p=0.2).eval()
+    assert net(spikes(C=2, size=size)).shape == (2, 2, 10)
+    if size > 1:
+        with pytest.raises(ValueError, match='too small'):
+            net(spikes(C=2, size=size - 1))
+
+
 def test_every_layer_has_an_i_population_of_its_own():
     """One IPopulation passed to build is copied per layer, so hooks on one layer's I population
     (monitors, sj_ei.ops) see only that layer."""
