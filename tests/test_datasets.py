@@ -13,7 +13,7 @@ from spikingjelly.datasets import split_to_train_test_set
 from sj_ei import _compat, datasets
 from sj_ei.datasets import aedat, events
 from sj_ei.datasets.synthetic import CLASSES, SyntheticEvents
-from sj_ei.datasets.transforms import Cutout, RandomRoll, event_transform
+from sj_ei.datasets.transforms import Cutout, RandomErase, RandomRoll, event_transform
 
 import formats
 from formats import write_cifar, write_cifar10dvs, write_dvs_gesture, write_tinyimagenet
@@ -224,10 +224,11 @@ def test_cifar_in_its_real_format_gives_the_pixels_in_0_1_unnormalized(tmp_path,
         image, label = test[i]
         assert torch.equal(image, torch.from_numpy(batch['data'][i]).view(3, 32, 32).float() / 255)
         assert label == batch['labels' if name == 'cifar10' else 'fine_labels'][i]
+    erase = train.transform.transforms[-1]
+    assert isinstance(erase, RandomErase) and erase.p == 0.5  # the authors' cutout, on half the images
     for i in range(len(train)):  # augmented (crop with zero padding, flip, cutout), still in [0, 1]
         image, _ = train[i]
         assert image.shape == (3, 32, 32) and image.min() >= 0 and image.max() <= 1
-        assert (image == 0).all(0).sum() >= 8 * 8  # the cutout (at least a quarter of its 16x16 inside)
 
 
 def test_written_images_look_like_photos(tmp_path, monkeypatch):
@@ -317,6 +318,31 @@ def test_no_pixel_nor_event_count_gives_the_class_away():
 
 
 # ---- augmentations --------------------------------------------------------------------------
+
+def test_random_erase_paints_one_red_rectangle_on_half_the_images_as_the_authors_cutout():
+    """torchtoolbox's Cutout() as the authors call it: p 0.5, 2-40% of the area, aspect 0.4-2.5, the
+    PIL colour (v, 0, 0) of an integer v in 0..255."""
+    torch.manual_seed(0)
+    erased, shares, levels = 0, [], set()
+    for _ in range(400):
+        image = torch.full((3, 32, 32), 0.5)
+        out = RandomErase()(image)
+        assert torch.equal(image, torch.full((3, 32, 32), 0.5))  # the input is not modified
+        changed = (out != 0.5).any(0)
+        if not changed.any():
+            continue
+        erased += 1
+        rows, cols = changed.nonzero(as_tuple=True)
+        height, width = rows.max() - rows.min() + 1, cols.max() - cols.min() + 1
+        assert len(rows) == height * width  # one rectangle
+        shares.append(len(rows) / 32 ** 2)
+        patch = out[:, changed]
+        assert (patch[1:] == 0).all() and (patch[0] == patch[0, 0]).all()  # (v, 0, 0)
+        levels.add(round(float(patch[0, 0]) * 255, 3))
+    assert 160 < erased < 240  # about half
+    assert 0.01 <= min(shares) and max(shares) <= 0.4 and 0.15 < sum(shares) / len(shares) < 0.25
+    assert all(v == int(v) and 0 <= v <= 255 for v in levels) and len(levels) > 100
+
 
 def test_cutout_zeroes_one_16x16_square_in_every_frame_and_channel():
     torch.manual_seed(0)

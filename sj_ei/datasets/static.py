@@ -4,8 +4,8 @@ non-negative input, and the authors' code feeds the network these pixels directl
 batch-norm baselines get the same input, so both are compared on the same data).
 
 Training augmentation: random crop with zero padding of 1/8 of the side (32 pad 4 for
-CIFAR, 64 pad 8 for TinyImageNet), horizontal flip, then cutout (zeros) of a square half
-the side (16 for CIFAR, 32 for TinyImageNet).  The test splits are CIFAR's test batches
+CIFAR, 64 pad 8 for TinyImageNet), horizontal flip, then the authors' cutout
+(``transforms.RandomErase``: on half the images a rectangle of 2-40% of the area).  The test splits are CIFAR's test batches
 and TinyImageNet's validation images, unaugmented."""
 from pathlib import Path
 
@@ -13,7 +13,7 @@ from torchvision import datasets, transforms
 from torchvision.datasets import cifar
 
 from .errors import DatasetDamagedError, DatasetNotFoundError
-from .transforms import Cutout
+from .transforms import RandomErase
 
 _TORCHVISION = {'cifar10': datasets.CIFAR10, 'cifar100': datasets.CIFAR100}
 _REQUIRED = {
@@ -90,5 +90,5 @@ def _transform(name: str, train: bool):
     steps = [transforms.RandomCrop(size, padding=size // 8), transforms.RandomHorizontalFlip()] if train else []
     steps.append(transforms.ToTensor())
     if train:
-        steps.append(Cutout(size // 2))
+        steps.append(RandomErase())
     return transforms.Compose(steps)

@@ -12,9 +12,13 @@ together:
   16x16 cutout;
 - both, test: the resize alone.
 
+Static images ``[3, H, W]`` (``ToTensor()`` pixels) get the authors' cutout (``RandomErase``).
+
 The resize is torchvision's default (bilinear with antialiasing), so each output pixel
 averages the events of the 128x128 pixels it covers instead of keeping one of them.
 """
+import math
+
 import torch
 from torchvision import transforms
 
@@ -60,4 +64,31 @@ class Cutout:
         y0, y1, x0, x1 = max(0, y0), min(H, y0 + self.length), max(0, x0), min(W, x0 + self.length)
         image = image.clone()
         image[..., y0:y1, x0:x1] = 0
+        return image
+
+
+class RandomErase:
+    """The authors' image cutout (torchtoolbox's ``Cutout()`` as their code calls it), on ``[C, H, W]``
+    pixels in [0, 1]: with probability ``p``, one rectangle of a uniform share ``scale`` of the image's
+    area and aspect ratio (height / width) uniform in ``ratio`` is painted with one level ``v / 255``,
+    ``v`` uniform in 0..255, in the first channel and 0 in the others.  (That is the colour their
+    code paints: torchtoolbox pastes the integer ``v`` into an RGB image, which PIL reads as the
+    colour ``(v, 0, 0)``.)  A black square on every image instead (DeVries & Taylor's cutout, which
+    sj_ei used before) quietens the last E population of narrow networks in the first epoch, in
+    the authors' code as in sj_ei (docs/collapse.md)."""
+
+    def __init__(self, p: float = 0.5, scale=(0.02, 0.4), ratio=(0.4, 2.5)):
+        self.p, self.scale, self.ratio = p, scale, ratio
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        if torch.rand(()) >= self.p:
+            return image
+        H, W = image.shape[-2:]
+        area = float(torch.empty(()).uniform_(*self.scale)) * H * W
+        aspect = float(torch.empty(()).uniform_(*self.ratio))
+        h, w = min(H, int(math.sqrt(area * aspect))), min(W, int(math.sqrt(area / aspect)))
+        top, left = int(torch.randint(H - h + 1, ())), int(torch.randint(W - w + 1, ()))
+        image = image.clone()
+        image[..., top:top + h, left:left + w] = 0
+        image[..., 0, top:top + h, left:left + w] = int(torch.randint(256, ())) / 255
         return image
