@@ -62,6 +62,41 @@ def test_health_names_a_silent_and_a_saturated_e_population_of_a_real_network():
     assert rates.rates() == {}
 
 
+def test_health_names_an_e_population_that_fires_alike_for_every_input():
+    """Blind: it fires, but the same spikes for every sample, so nothing after it can tell the inputs
+    apart (what a width-0.25 VGG-8 at a too-high learning rate became, docs/collapse.md)."""
+    torch.manual_seed(0)
+    net = sj_ei.models.build('vgg8', 10, 3, T=4, width=0.25)
+    x = digits_like()
+    sj_ei.ei_init(net, x)
+    rates = health.FiringRates(net)
+    net(x)
+    functional.reset_net(net)
+    assert all(share > health.BLIND for share in rates.input_shares().values()), rates.input_shares()
+    assert health.collapse(rates.rates(), shares=rates.input_shares()) is None
+
+    with torch.no_grad():  # I_int = b_E whatever the input: a fixed spike train, and blind from there on
+        net.features[4].layer.gain_e.zero_()
+        net.features[4].layer.bias.fill_(0.6)
+    rates.reset()
+    net(x)
+    functional.reset_net(net)
+    blind, shares = rates.rates(), rates.input_shares()
+    assert shares['features.0.neuron'] > health.BLIND and shares['features.2.neuron'] > health.BLIND
+    for name in ('features.4.neuron', 'features.6.neuron', 'features.8.neuron'):
+        assert shares[name] == 0 and health.SILENT < blind[name] < health.SATURATED, (blind, shares)
+    with pytest.raises(health.CollapseError) as error:
+        health.check(blind, shares=shares)
+    assert "'features.4.neuron' fires alike for every input (input share 0" in str(error.value)
+    assert "'features.8.neuron' fires alike" in str(error.value) and 'no longer depends on the input' in str(error.value)
+    assert health.collapse(blind) is None  # judged by the input shares only when they are given
+
+    rates.reset()
+    net(x[:1])  # one sample shows no dependence on the input: left out
+    functional.reset_net(net)
+    assert rates.input_shares() == {} and len(rates.rates()) == 5
+
+
 def test_a_loss_flat_at_ln_classes_is_a_collapse_and_a_loss_that_moves_is_not():
     alive = {'features.0.neuron': 0.1}
     flat = [math.log(10) + 1e-4 * (-1) ** i for i in range(health.FLAT_STEPS)]

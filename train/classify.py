@@ -8,7 +8,7 @@ iteration, cross-entropy on the time-averaged output, E-I Init on the first
 training batch, Dale's law after every step, ``reset_net`` after every batch.
 A run no longer than its warm-up warms up over its first tenth instead (one line says so).
 After every epoch the run stops with one error when the network has collapsed (an E
-population silent or saturated, or the loss flat at ln(classes), for the whole epoch:
+population silent, saturated or blind to the input, or the loss flat at ln(classes), for the whole epoch:
 ``sj_ei.health``), keeping its checkpoints; ``-set collapse_check=false`` trains on.
 Writes TensorBoard logs, ``checkpoint_latest.pth`` and ``checkpoint_max.pth`` to ``out_dir``,
 which must not hold another run (``-resume`` continues a run in its own folder) and is locked
@@ -116,10 +116,13 @@ def collapse(config: dict, rates: health.FiringRates, losses: list, distributed)
     when ``collapse_check`` is off."""
     if not config['collapse_check']:
         return None, None
-    gathered = distributed.gather((rates.rates(), losses))
-    mean = {name: sum(r[name] for r, _ in gathered) / len(gathered) for name in gathered[0][0]}
-    pooled = [loss for _, part in gathered for loss in part]
-    return health.collapse(mean, pooled, datasets.info(config['dataset'])['num_classes']), mean
+    gathered = distributed.gather((rates.rates(), rates.input_shares(), losses))
+
+    def mean(part: int) -> dict:
+        return {name: sum(g[part][name] for g in gathered) / len(gathered) for name in gathered[0][part]}
+    pooled = [loss for *_, part in gathered for loss in part]
+    rate = mean(0)
+    return health.collapse(rate, pooled, datasets.info(config['dataset'])['num_classes'], mean(1)), rate
 
 
 def collapse_message(problem: str, epoch: int, rates: dict, config: dict, out_dir: Path, best_epoch) -> str:
