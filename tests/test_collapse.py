@@ -167,26 +167,29 @@ def test_a_run_no_longer_than_its_warm_up_warms_up_over_its_first_tenth():
     assert lr[-1] < 0.001 and all(a >= b for a, b in zip(lr[19:], lr[20:]))  # then the cosine, down to ~0
 
 
-def test_the_cifar10_vgg8_config_at_quarter_width_trains_with_every_e_population_alive(tmp_path, monkeypatch,
+def test_the_cifar10_vgg8_config_at_quarter_width_learns_with_every_e_population_alive(tmp_path, monkeypatch,
                                                                                       capsys):
-    """configs/cifar10_vgg8.yaml at -width 0.25 (the width that collapsed, docs/collapse.md) on
-    CIFAR-10-format images (shapes and strokes, a quarter on dark backgrounds), 3 epochs of 10
-    steps with the collapse check on: every E population fires in every epoch, neither silent
-    nor saturated, and the loss falls.  (At the paper's learning rate a width-0.25 VGG-8 needs
-    ~150-200 steps before its accuracy leaves chance, in the authors' code too: not a test's.)"""
+    """configs/cifar10_vgg8.yaml at -width 0.25 (the width that collapsed, docs/collapse.md) on 1000
+    CIFAR-10-format images (shapes and strokes, a quarter on dark backgrounds), 8 epochs of 62 steps
+    at the paper's learning rate, the collapse check on: every E population fires in every epoch
+    and depends on its input, the loss falls and the test accuracy ends well above chance."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-    formats.write_cifar(tmp_path / 'data', 'cifar10', per_batch=32, test=20)
+    formats.write_cifar(tmp_path / 'data', 'cifar10', per_batch=200, test=100)
     run = tmp_path / 'run'
     status, out, err = run_trainer(['-cfg', ROOT / 'configs/cifar10_vgg8.yaml', '-data-dir', tmp_path / 'data',
-                                    '-width', '0.25', '-epochs', '3', '-b', '16', '-device', 'cpu', '-j', '0',
-                                    '-out-dir', run], monkeypatch, capsys)
+                                    '-width', '0.25', '-epochs', '8', '-b', '16', '-device', 'cpu', '-j', '0',
+                                    '-set', 'warmup_epochs=1', '-out-dir', run], monkeypatch, capsys)
     assert status == 0, err
-    assert 'warmup_epochs 10 >= epochs 3' in out and 'epoch 2:' in out
     events = EventAccumulator(str(run))
     events.Reload()
-    rates = {tag: [e.value for e in events.Scalars(tag)] for tag in events.Tags()['scalars']
-             if tag.startswith('firing_rate/')}
-    assert len(rates) == 5 and all(len(r) == 3 for r in rates.values())
-    assert all(1e-3 < rate < 0.9 for r in rates.values() for rate in r), rates
+
+    def scalars(prefix):
+        return {tag: [e.value for e in events.Scalars(tag)] for tag in events.Tags()['scalars'] if tag.startswith(prefix)}
+    rates, shares = scalars('firing_rate/'), scalars('input_share/')
+    assert len(rates) == len(shares) == 5 and all(len(r) == 8 for r in rates.values())
+    assert all(0.01 < rate < 0.9 for r in rates.values() for rate in r), rates
+    assert all(share > 0.2 for s in shares.values() for share in s), shares
     loss = [e.value for e in events.Scalars('train/loss')]
-    assert loss[-1] < loss[0], loss
+    assert loss[-1] < loss[0] - 0.1, loss
+    accuracy = [e.value for e in events.Scalars('test/acc1')]
+    assert max(accuracy[-3:]) >= 25, accuracy  # chance: 10%

@@ -393,6 +393,8 @@ def run(config: dict, resume, distributed: Distributed, started: float) -> Summa
                 writer.add_scalar(key, value, epoch)
             for name, rate in rates.rates().items():
                 writer.add_scalar(f'firing_rate/{name}', rate, epoch)
+            for name, share in rates.input_shares().items():
+                writer.add_scalar(f'input_share/{name}', share, epoch)
             for key, value in operations.items():  # ops/ac, ops/mac, ops/div, ..., ops/energy_pJ per test sample
                 writer.add_scalar(f'ops/{key}', value, epoch)
             if config['histograms']:
