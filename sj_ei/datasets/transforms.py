@@ -73,9 +73,8 @@ class RandomErase:
     area and aspect ratio (height / width) uniform in ``ratio`` is painted with one level ``v / 255``,
     ``v`` uniform in 0..255, in the first channel and 0 in the others.  (That is the colour their
     code paints: torchtoolbox pastes the integer ``v`` into an RGB image, which PIL reads as the
-    colour ``(v, 0, 0)``.)  A black square on every image instead (DeVries & Taylor's cutout, which
-    sj_ei used before) quietens the last E population of narrow networks in the first epoch, in
-    the authors' code as in sj_ei (docs/collapse.md)."""
+    colour ``(v, 0, 0)``.)  sj_ei zeroed a square on every image before (DeVries & Taylor's
+    cutout); the authors' code is the reference for training dynamics (docs/collapse.md)."""
 
     def __init__(self, p: float = 0.5, scale=(0.02, 0.4), ratio=(0.4, 2.5)):
         self.p, self.scale, self.ratio = p, scale, ratio
