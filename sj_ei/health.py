@@ -24,9 +24,10 @@ from spikingjelly.activation_based import neuron
 SILENT = 1e-4
 #: ... and more than this, saturated
 SATURATED = 0.99
-#: ... and one whose input share (``FiringRates.input_shares``) is below this, blind: at E-I Init
-#: 0.35-0.75, in a narrow VGG-8 that stopped learning 0.04 or less
-BLIND = 0.05
+#: ... and one whose input share (``FiringRates.input_shares``) is below this, blind: 0.35-0.75 at
+#: E-I Init, 0.000-0.003 in narrow VGG-8s that never learned again; networks that went on to learn
+#: passed through 0.04-0.05 for an epoch or two (docs/collapse.md), so those are not judged
+BLIND = 0.01
 #: a loss this close to ln(num_classes) at every one of at least FLAT_STEPS steps is flat: the
 #: output no longer depends on the input (at E-I Init it is ~1e-2 away, and moves from batch to batch)
 FLAT = 1e-3

@@ -143,6 +143,18 @@ def test_a_collapsing_run_stops_with_one_error_and_keeps_its_checkpoints(tmp_pat
                                     '-epochs', '3', '-lr', '1', '-set', 'collapse_check=false',
                                     '-out-dir', tmp_path / 'on'], monkeypatch, capsys)
     assert status == 0 and 'epoch 2:' in out and 'error' not in err  # told to, it trains on
+    assert 'note: the best test acc@1' in out and 'near chance (12.50) after 12 training steps' in out
+
+
+def test_a_run_that_ends_near_chance_says_so_and_names_a_population_gone_nearly_blind():
+    shares = {'features.0.neuron': 0.38, 'features.8.neuron': 0.32}
+    assert classify.near_chance(34.7, 10, 496, shares) is None
+    slow = classify.near_chance(11.67, 10, 124, shares)
+    assert slow.startswith('note: the best test acc@1 (11.67) is near chance (10.00) after 124 training steps')
+    assert 'train longer (-epochs)' in slow
+    stuck = classify.near_chance(10.0, 10, 248, {**shares, 'features.8.neuron': 0.04})
+    assert "'features.8.neuron' fires nearly alike for every input (input share 0.04" in stuck
+    assert 'more epochs will not help' in stuck and 'train longer' not in stuck
 
 
 def test_collapse_check_is_a_validated_config_key():

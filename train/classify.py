@@ -10,6 +10,7 @@ A run no longer than its warm-up warms up over its first tenth instead (one line
 After every epoch the run stops with one error when the network has collapsed (an E
 population silent, saturated or blind to the input, or the loss flat at ln(classes), for the whole epoch:
 ``sj_ei.health``), keeping its checkpoints; ``-set collapse_check=false`` trains on.
+A run whose best test accuracy stays near chance ends with a one-line note saying so.
 Writes TensorBoard logs, ``checkpoint_latest.pth`` and ``checkpoint_max.pth`` to ``out_dir``,
 which must not hold another run (``-resume`` continues a run in its own folder) and is locked
 while the run lives (``train.run_folder``).
@@ -132,6 +133,23 @@ def collapse_message(problem: str, epoch: int, rates: dict, config: dict, out_di
             f"{config['width']:g}) or a longer warm-up (-set warmup_epochs=N, now {config['warmup_epochs']}); "
             f'-set collapse_check=false trains on regardless. The checkpoints are kept in {out_dir} '
             f'(checkpoint_max.pth: epoch {best_epoch}, checkpoint_latest.pth: epoch {epoch})')
+
+
+def near_chance(best_acc1: float, num_classes: int, steps: int, shares: dict):
+    """A one-line note when the best test top-1 stayed below 1.5x chance (else None), naming the E
+    population with the lowest input share of the last epoch (``shares``) when it is below 0.05."""
+    chance = 100 / num_classes
+    if best_acc1 >= 1.5 * chance:
+        return None
+    note = (f'note: the best test acc@1 ({best_acc1:.2f}) is near chance ({chance:.2f}) after {steps} training steps: '
+            'the network has not learned yet. ')
+    name, share = min(shares.items(), key=lambda item: item[1], default=(None, 1.0))
+    if share < 0.05:
+        return note + (f"E population '{name}' fires nearly alike for every input (input share {share:.2g}, "
+                       '0.35-0.75 at E-I Init): if it stays there more epochs will not help; try a lower learning rate '
+                       '(-lr), a wider network (-width) or another seed (docs/collapse.md)')
+    return note + ("At the paper's learning rate a narrow E-I network needs a few hundred steps to leave chance "
+                   '(docs/collapse.md): train longer (-epochs) before judging it')
 
 
 def accuracy(logits, labels, k):
@@ -427,7 +445,12 @@ def run(config: dict, resume, distributed: Distributed, started: float) -> Summa
     summary = Summary(best_acc1, best_epoch, test_acc1, time.time() - started, out_dir)
     if distributed.main:
         print(summary.line(), flush=True)
+        note = near_chance(best_acc1, datasets.info(config['dataset'])['num_classes'], config['epochs'] * steps,
+                           rates.input_shares())
+        if note:
+            print(note, flush=True)
     return summary
+
 
 
 class Evaluation(NamedTuple):
