@@ -11,7 +11,7 @@ from typing import Union
 import torch
 import torch.nn.functional as F
 
-from .currents import EICurrents, integrate
+from .currents import EICurrents, integrate, integrate_backward_, integrated
 
 OUTPUTS = ('current', 'currents')
 _LARGE_MAP = 64  # positions per map from which a batched matmul beats a 1x1 convolution
@@ -113,27 +113,27 @@ def _stabilized_(i_sh, floor, eps, nonnegative):
     return i_sh.add_(eps) if eps is not None else _replace_zeros_(i_sh, floor, nonnegative)
 
 
-def _through_inhibition(g_ei, g_sh, r, weight_ei, gain_i, shunting, sign):
-    """Backward of ``I_EI = W_EI r`` and ``I_sh = (W_EI diag(g_I)) r`` given ``sign * dL/dI_EI``
-    (``g_ei``) and ``sign * dL/dI_sh`` (``g_sh``, or None): ``(dL/dr, dL/dW_EI, dL/dg_I)``."""
-    grad_r = pointwise(sign * weight_ei.t(), g_ei)
-    m_ei = _weight_grad(g_ei, r) * sign
-    if g_sh is None:
+def _through_inhibition(grad_d, grad_sh, r, weight_ei, gain_i, shunting):
+    """Backward of ``I_EI = W_EI r`` and ``I_sh = (W_EI diag(g_I)) r`` given ``dL/dd = -dL/dI_EI``
+    (``d = I_EE - I_EI``) and ``dL/dI_sh`` (``grad_sh``, or None): ``(dL/dr, dL/dW_EI, dL/dg_I)``."""
+    grad_r = pointwise(-weight_ei.t(), grad_d)
+    m_ei = _weight_grad(grad_d, r).neg_()                                        # sum of dL/dI_EI r^T
+    if grad_sh is None:
         return grad_r, m_ei, None
-    grad_r.add_(pointwise(sign * shunting.t(), g_sh))
-    m_sh = _weight_grad(g_sh, r) * sign                                          # sum of dL/dI_sh r^T
+    grad_r.add_(pointwise(shunting.t(), grad_sh))
+    m_sh = _weight_grad(grad_sh, r)                                              # sum of dL/dI_sh r^T
     return grad_r, m_ei + m_sh * gain_i, (m_sh * weight_ei).sum(0)
 
 
 class _Circuit(torch.autograd.Function):
     """Everything after the I population, with a written-out backward, for one ``kind`` of output:
-    ``'currents'``: ``(I_EI, I_sh~)``; ``'current'``: ``I_int = g_E (I_EE - I_EI) / I_sh~ + b_E``
-    (in ``sj_ei.currents.integrate``'s order of operations); ``'readout'``: ``I_EE - I_EI``.
+    ``'currents'``: ``(d, I_sh~)`` with ``d = I_EE - I_EI``; ``'current'``: ``I_int = g_E d / I_sh~ + b_E``
+    (``sj_ei.currents.integrated``); ``'readout'``: ``d``.
 
     Saves ``r_I`` (which the I population's ReLU saves anyway), the ``[N]`` stabilization floor
-    and, for ``I_int``, ``d = I_EE - I_EI`` (in the dtype of ``I_EE``); ``I_sh~`` is recomputed in
-    backward (one point-wise product) instead of being stored.  Stabilization passes the gradient
-    straight through.  The gradient of ``weight_ei`` is multiplied by ``grad_scale`` (docs/method.md
+    and, for ``I_int``, ``d`` (in the dtype of ``I_EE``); ``I_sh~`` is recomputed in backward (one
+    point-wise product) instead of being stored.  Stabilization passes the gradient straight
+    through.  The gradient of ``weight_ei`` is multiplied by ``grad_scale`` (docs/method.md
     section 4) here and nowhere else.  Computed in float32 (float64 for float64 input) with
     autocast off; ``I_int`` and the readout are returned in ``dtype``.
     """
@@ -141,13 +141,14 @@ class _Circuit(torch.autograd.Function):
     @staticmethod
     def forward(ctx, i_ee, r, weight_ei, gain_i, gain_e, bias, kind, eps, nonnegative, grad_scale, dtype):
         compute = torch.promote_types(r.dtype, torch.float32)
-        ctx.config = (kind, eps, nonnegative, grad_scale, compute, None if i_ee is None else i_ee.dtype)
+        ctx.config = (kind, eps, nonnegative, grad_scale, compute, i_ee.dtype)
         with torch.autocast(r.device.type, enabled=False):
             r32, weight = r.to(compute), weight_ei.to(compute)
             i_ei = pointwise(weight, r32)
+            d = torch.sub(i_ee.to(compute), i_ei, out=i_ei)                             # I_EE - I_EI
             if kind == 'readout':
                 ctx.save_for_backward(r, weight_ei)
-                return torch.sub(i_ee.to(compute), i_ei, out=i_ei).to(dtype)
+                return d.to(dtype)
             gain = gain_i.to(compute)
             i_sh = pointwise(weight * gain, r32)
             if eps is None and nonnegative:
@@ -157,12 +158,11 @@ class _Circuit(torch.autograd.Function):
                 i_sh = _stabilized_(i_sh, floor, eps, nonnegative)
             if kind == 'currents':
                 ctx.save_for_backward(r, weight_ei, gain_i, floor)
-                return i_ei, i_sh
-            shape = (-1,) + (1,) * (i_sh.dim() - 2)
-            d = torch.sub(i_ee.to(compute), i_ei, out=i_ei)                              # I_EE - I_EI
-            out = torch.mul(d, gain_e.to(compute).view(shape))
-            out = torch.addcdiv(bias.to(compute).view(shape), out, i_sh, out=out)        # b + (d g) / I_sh~
+                return d, i_sh
             ctx.save_for_backward(d.to(i_ee.dtype), r, weight_ei, gain_i, gain_e, bias, floor)
+            shape = (-1,) + (1,) * (i_sh.dim() - 2)
+            out = integrated(d, i_sh, gain_e.to(compute).view(shape), bias.to(compute).view(shape),
+                             out=torch.empty_like(d))
             return out.to(dtype)
 
     @staticmethod
@@ -171,34 +171,27 @@ class _Circuit(torch.autograd.Function):
         with torch.autocast(grads[0].device.type, enabled=False):
             if kind == 'readout':
                 r, weight_ei = ctx.saved_tensors
-                grad_out = grads[0].to(compute)
-                grad_r, grad_w, _ = _through_inhibition(grad_out, None, r.to(compute), weight_ei.to(compute),
-                                                        None, None, -1.0)
-                return (grad_out.to(ee_dtype), grad_r.to(r.dtype), (grad_w * grad_scale).to(weight_ei.dtype),
+                grad_d = grads[0].to(compute)
+                grad_r, grad_w, _ = _through_inhibition(grad_d, None, r.to(compute), weight_ei.to(compute), None, None)
+                return (grad_d.to(ee_dtype), grad_r.to(r.dtype), (grad_w * grad_scale).to(weight_ei.dtype),
                         None, None, None, None, None, None, None, None)
             if kind == 'currents':
                 r, weight_ei, gain_i, _ = ctx.saved_tensors
-                g_ei, g_sh = (g.to(compute) for g in grads)
-                r32, weight, gain = r.to(compute), weight_ei.to(compute), gain_i.to(compute)
-                grad_r, grad_w, grad_gain_i = _through_inhibition(g_ei, g_sh, r32, weight, gain, weight * gain, 1.0)
-                return (None, grad_r.to(r.dtype), (grad_w * grad_scale).to(weight_ei.dtype),
-                        grad_gain_i.to(gain_i.dtype), None, None, None, None, None, None, None)
-            d, r, weight_ei, gain_i, gain_e, bias, floor = ctx.saved_tensors
-            grad_out = grads[0].to(compute)
+                grad_d, grad_sh = (g.to(compute) for g in grads)
+                grad_gain_e = grad_bias = None
+            else:
+                d, r, weight_ei, gain_i, gain_e, bias, floor = ctx.saved_tensors
             r32, weight, gain = r.to(compute), weight_ei.to(compute), gain_i.to(compute)
             shunting = weight * gain
-            i_sh = _stabilized_(pointwise(shunting, r32), floor, eps, nonnegative)
-            shape = (-1,) + (1,) * (d.dim() - 2)
-            q = torch.mul(grad_out, gain_e.to(compute).view(shape)).div_(i_sh)      # dL/dI_EE = -dL/dI_EI
-            normalized = torch.div(d.to(compute), i_sh, out=i_sh)                     # (I_EE - I_EI) / I_sh~
-            product = grad_out * normalized
-            grad_gain_e = _sum_per_channel(product)
-            grad_bias = _sum_per_channel(grad_out)
-            q_n = torch.mul(q, normalized, out=product)                               # = -dL/dI_sh
-            grad_r, grad_w, grad_gain_i = _through_inhibition(q, q_n, r32, weight, gain, shunting, -1.0)
-        return (q.to(ee_dtype), grad_r.to(r.dtype), (grad_w * grad_scale).to(weight_ei.dtype),
-                grad_gain_i.to(gain_i.dtype), grad_gain_e.to(gain_e.dtype), grad_bias.to(bias.dtype),
-                None, None, None, None, None)
+            if kind == 'current':
+                i_sh = _stabilized_(pointwise(shunting, r32), floor, eps, nonnegative)
+                shape = (-1,) + (1,) * (d.dim() - 2)
+                grad_d, grad_sh, grad_gain_e, grad_bias = integrate_backward_(
+                    grads[0].to(compute, copy=True), d.to(compute), i_sh, gain_e.to(compute).view(shape), 1)
+                grad_gain_e, grad_bias = grad_gain_e.to(gain_e.dtype), grad_bias.to(bias.dtype)
+            grad_r, grad_w, grad_gain_i = _through_inhibition(grad_d, grad_sh, r32, weight, gain, shunting)
+        return (grad_d.to(ee_dtype), grad_r.to(r.dtype), (grad_w * grad_scale).to(weight_ei.dtype),
+                grad_gain_i.to(gain_i.dtype), grad_gain_e, grad_bias, None, None, None, None, None)
 
 
 def run(layer, x: torch.Tensor) -> Union[torch.Tensor, EICurrents]:
@@ -207,7 +200,8 @@ def run(layer, x: torch.Tensor) -> Union[torch.Tensor, EICurrents]:
     or the ``EICurrents`` a fused E population integrates (``'currents'``), each ``[.., n_E, ..]``.
 
     ``layer.division`` (None, or a callable ``I_sh~ -> I_sh'`` with its own gradient) replaces
-    ``I_sh~`` before the division; then ``I_int`` is ``sj_ei.currents.integrate`` of the currents.
+    ``I_sh~`` before the division; then ``I_int`` is ``sj_ei.currents.integrate`` of the currents
+    ``(d = I_EE - I_EI, I_sh', g_E, b_E)``.
     """
     if layer.output not in OUTPUTS:
         raise ValueError(f'{type(layer).__name__}: output must be one of {OUTPUTS}, got {layer.output!r}')
@@ -224,13 +218,13 @@ def run(layer, x: torch.Tensor) -> Union[torch.Tensor, EICurrents]:
     elif layer.output == 'current' and layer.division is None:
         out = _Circuit.apply(i_ee, r, layer.weight_ei, layer.gain_i, layer.gain_e, layer.bias, 'current', *config)
     else:
-        i_ei, i_sh = _Circuit.apply(None, r, layer.weight_ei, layer.gain_i, None, None, 'currents', *config)
+        d, i_sh = _Circuit.apply(i_ee, r, layer.weight_ei, layer.gain_i, None, None, 'currents', *config)
         if layer.division is not None:
             i_sh = layer.division(i_sh)
-        currents = EICurrents(i_ee, i_ei, i_sh, layer.gain_e, layer.bias)
+        currents = EICurrents(d, i_sh, layer.gain_e, layer.bias)
         if layer.output == 'currents':
             if steps is None:
                 return currents
-            return currents._replace(**{k: getattr(currents, k).unflatten(0, steps) for k in ('i_ee', 'i_ei', 'i_sh')})
+            return currents._replace(d=d.unflatten(0, steps), i_sh=i_sh.unflatten(0, steps))
         out = integrate(currents, channel_dim=1).to(x.dtype)
     return out.unflatten(0, steps) if steps is not None else out

@@ -110,8 +110,8 @@ class EILIFNode(EPopulation):
     ``EPopulation``) that takes either
 
     - ``EICurrents`` (an E-I layer with ``output='currents'``, see ``sj_ei.EIBlock``):
-      currents ``[T, N, n_E, *S]`` (``'m'``) or ``[N, n_E, *S]`` (``'s'``); it integrates
-      ``I_int = g_E (I_EE - I_EI) / I_sh~ + b_E`` inside the LIF loop, in float32, so ``I_int``
+      ``d = I_EE - I_EI`` and ``I_sh~`` ``[T, N, n_E, *S]`` (``'m'``) or ``[N, n_E, *S]`` (``'s'``); it
+      integrates ``I_int = g_E d / I_sh~ + b_E`` inside the LIF loop, in float32, so ``I_int``
       never reaches memory; or
     - a plain ``I_int`` tensor (then it is a fast LIF for any layer).
 
@@ -137,7 +137,7 @@ class EILIFNode(EPopulation):
 
     def single_step_forward(self, x: Union[EICurrents, torch.Tensor]) -> torch.Tensor:
         if isinstance(x, EICurrents):
-            x = EICurrents(*(t.unsqueeze(0) for t in x[:3]), x.gain_e, x.bias)
+            x = x._replace(d=x.d.unsqueeze(0), i_sh=x.i_sh.unsqueeze(0))
         else:
             x = x.unsqueeze(0)
         spikes, self.v, _ = lif(x, self.v, self.lif_config())
