@@ -10,6 +10,7 @@ from typing import Union
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from .currents import EICurrents, integrate, integrate_backward_, integrated
 
@@ -40,24 +41,45 @@ def _sum_per_channel(t: torch.Tensor) -> torch.Tensor:
     return t.sum(0) if t.dim() == 2 else t.sum((0, 2, 3))
 
 
+def _stacked(weight_ee: torch.Tensor, weight_ie: torch.Tensor) -> torch.Tensor:
+    """``[weight_ee; weight_ie]``: a view when ``weight_ie`` follows ``weight_ee`` in one storage (as
+    an E-I layer keeps them, see ``pack_``), else their concatenation."""
+    if (weight_ee.is_contiguous() and weight_ie.is_contiguous() and weight_ee.dtype == weight_ie.dtype
+            and weight_ee.device == weight_ie.device
+            and weight_ee.untyped_storage().data_ptr() == weight_ie.untyped_storage().data_ptr()
+            and weight_ie.storage_offset() == weight_ee.storage_offset() + weight_ee.numel()):
+        return weight_ee.as_strided((weight_ee.shape[0] + weight_ie.shape[0], *weight_ee.shape[1:]),
+                                    weight_ee.stride())
+    return torch.cat([weight_ee, weight_ie])
+
+
+@torch.no_grad()
+def pack_(weight_ee: nn.Parameter, weight_ie: nn.Parameter) -> None:
+    """Put the two parameters back into one storage, ``weight_ie`` after ``weight_ee`` (values
+    unchanged), unless they are there already (``Module.to`` and its kin move each apart)."""
+    stacked = _stacked(weight_ee, weight_ie)
+    if stacked.data_ptr() != weight_ee.data_ptr():
+        weight_ee.data, weight_ie.data = stacked.split([weight_ee.shape[0], weight_ie.shape[0]])
+
+
 class _Projection(torch.autograd.Function):
     """``I_EE`` and ``I_IE`` in one product of ``x`` with ``[weight_ee; weight_ie]``.
 
-    Saves ``x`` and the two parameters, not their concatenation: the concatenated
-    weight is rebuilt in backward, so it costs no activation memory.
+    Saves ``x`` and the two parameters; their stack is a view of one storage (``_stacked``),
+    so it is neither copied nor kept.
     """
 
     @staticmethod
     def forward(ctx, x, weight_ee, weight_ie, conv):
         ctx.conv = conv
         ctx.save_for_backward(x, weight_ee, weight_ie)
-        weight = torch.cat([weight_ee, weight_ie]).to(x.dtype)
+        weight = _stacked(weight_ee, weight_ie).to(x.dtype)
         return F.linear(x, weight) if conv is None else F.conv2d(x, weight, None, *conv)
 
     @staticmethod
     def backward(ctx, grad_y):
         x, weight_ee, weight_ie = ctx.saved_tensors
-        weight = torch.cat([weight_ee, weight_ie]).to(grad_y.dtype)
+        weight = _stacked(weight_ee, weight_ie).to(grad_y.dtype)
         if ctx.conv is None:
             grad_x = grad_y @ weight if ctx.needs_input_grad[0] else None
             grad_w = grad_y.flatten(0, -2).t() @ x.flatten(0, -2).to(grad_y.dtype)
