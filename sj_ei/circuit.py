@@ -41,18 +41,16 @@ def _sum_per_channel(t: torch.Tensor) -> torch.Tensor:
     return t.sum(0) if t.dim() == 2 else t.sum((0, 2, 3))
 
 
-def _stacked(a: torch.Tensor, b: torch.Tensor, dim: int = 0) -> torch.Tensor:
-    """``torch.cat([a, b], dim)``: a view when ``b`` follows ``a`` along ``dim`` in one storage (as an
-    E-I layer keeps ``weight_ee``, ``weight_ie``, see ``pack_``; as the circuit lays out its
-    currents and their gradients), else a concatenation."""
-    if (a.dtype == b.dtype and a.device == b.device and a.stride() == b.stride() and a.dim() == b.dim()
-            and a.shape[:dim] == b.shape[:dim] and a.shape[dim + 1:] == b.shape[dim + 1:]
-            and a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
-            and b.storage_offset() == a.storage_offset() + a.shape[dim] * a.stride(dim)):
-        shape = list(a.shape)
-        shape[dim] += b.shape[dim]
-        return a.as_strided(shape, a.stride())
-    return torch.cat([a, b], dim)
+def _stacked(weight_ee: torch.Tensor, weight_ie: torch.Tensor) -> torch.Tensor:
+    """``[weight_ee; weight_ie]``: a view when ``weight_ie`` follows ``weight_ee`` in one storage (as
+    an E-I layer keeps them, see ``pack_``), else their concatenation."""
+    if (weight_ee.is_contiguous() and weight_ie.is_contiguous() and weight_ee.dtype == weight_ie.dtype
+            and weight_ee.device == weight_ie.device
+            and weight_ee.untyped_storage().data_ptr() == weight_ie.untyped_storage().data_ptr()
+            and weight_ie.storage_offset() == weight_ee.storage_offset() + weight_ee.numel()):
+        return weight_ee.as_strided((weight_ee.shape[0] + weight_ie.shape[0], *weight_ee.shape[1:]),
+                                    weight_ee.stride())
+    return torch.cat([weight_ee, weight_ie])
 
 
 @torch.no_grad()
@@ -115,7 +113,7 @@ def _floored_(i_sh: torch.Tensor):
     ``maximum`` replaces by the floor (``+inf`` in a sample without a positive value)."""
     bits = i_sh.view(torch.int32 if i_sh.element_size() == 4 else torch.int64)
     largest = torch.iinfo(bits.dtype).max
-    lowest = bits.sub_(1).bitwise_and_(largest).amin(dim=tuple(range(1, bits.dim())))  # in place on a view
+    lowest = bits.sub_(1).bitwise_and_(largest).flatten(1).amin(dim=1)
     floor = torch.where(lowest == largest, torch.inf, lowest.add(1).view(i_sh.dtype))
     bits.add_(1)
     return torch.maximum(i_sh, floor.view(-1, *([1] * (i_sh.dim() - 1))), out=i_sh), floor
@@ -131,29 +129,22 @@ def _replace_zeros_(i_sh: torch.Tensor, floor: torch.Tensor, nonnegative: bool) 
     return torch.where(i_sh == 0, floor, i_sh)
 
 
-def _stabilization(i_sh, eps, nonnegative, floor=None):
-    """``(I_sh~, floor)`` from ``I_sh`` (overwritten where possible): its zeros replaced by each
-    sample's floor (found here unless given), or shifted by a fixed ``eps`` (the ablation; then
-    ``floor`` is None)."""
-    if eps is not None:
-        return i_sh.add_(eps), None
-    if floor is None:
-        if nonnegative:
-            return _floored_(i_sh)
-        floor = zero_floor(i_sh)
-    return _replace_zeros_(i_sh, floor, nonnegative), floor
+def _stabilized_(i_sh, floor, eps, nonnegative):
+    """``I_sh~`` from ``I_sh`` (overwritten where possible): its zeros replaced by ``floor``, or
+    shifted by a fixed ``eps`` (the ablation; then ``floor`` is None)."""
+    return i_sh.add_(eps) if eps is not None else _replace_zeros_(i_sh, floor, nonnegative)
 
 
-def _through_inhibition(grads, r, weight_ei, gain_i):
-    """Backward of ``I_EI = W_EI r`` and ``I_sh = (W_EI diag(g_I)) r`` given ``grads``: ``dL/dd``
-    (``d = I_EE - I_EI``, so ``dL/dI_EI = -dL/dd``) ``[N, n_E, ..]``, or ``[dL/dd; dL/dI_sh]``
-    ``[N, 2 n_E, ..]``: ``(dL/dr, dL/dW_EI, dL/dg_I or None)``, two point-wise products."""
-    n_e = weight_ei.shape[0]
-    if grads.shape[1] == n_e:
-        return pointwise(-weight_ei.t(), grads), _weight_grad(grads, r).neg_(), None
-    grad_r = pointwise(torch.cat([-weight_ei, weight_ei * gain_i]).t(), grads)
-    m_d, m_sh = _weight_grad(grads, r).split(n_e)                          # sums of dL/dd r^T, dL/dI_sh r^T
-    return grad_r, m_sh * gain_i - m_d, (m_sh * weight_ei).sum(0)
+def _through_inhibition(grad_d, grad_sh, r, weight_ei, gain_i, shunting):
+    """Backward of ``I_EI = W_EI r`` and ``I_sh = (W_EI diag(g_I)) r`` given ``dL/dd = -dL/dI_EI``
+    (``d = I_EE - I_EI``) and ``dL/dI_sh`` (``grad_sh``, or None): ``(dL/dr, dL/dW_EI, dL/dg_I)``."""
+    grad_r = pointwise(-weight_ei.t(), grad_d)
+    m_ei = _weight_grad(grad_d, r).neg_()                                        # sum of dL/dI_EI r^T
+    if grad_sh is None:
+        return grad_r, m_ei, None
+    grad_r.add_(pointwise(shunting.t(), grad_sh))
+    m_sh = _weight_grad(grad_sh, r)                                              # sum of dL/dI_sh r^T
+    return grad_r, m_ei + m_sh * gain_i, (m_sh * weight_ei).sum(0)
 
 
 class _Circuit(torch.autograd.Function):
@@ -161,9 +152,6 @@ class _Circuit(torch.autograd.Function):
     ``'currents'``: ``(d, I_sh~)`` with ``d = I_EE - I_EI``; ``'current'``: ``I_int = g_E d / I_sh~ + b_E``
     (``sj_ei.currents.integrated``); ``'readout'``: ``d``.
 
-    ``I_EI`` and ``I_sh`` come from one point-wise product with ``[W_EI; W_EI diag(g_I)]`` into one
-    ``[N, 2 n_E, ..]`` buffer, where ``d`` then replaces ``I_EI`` (``'currents'``: ``d`` and ``I_sh~``
-    are views of it, and their gradients, when they come back the same way, are read as one).
     Saves ``r_I`` (which the I population's ReLU saves anyway), the ``[N]`` stabilization floor
     and, for ``I_int``, ``d`` (in the dtype of ``I_EE``); ``I_sh~`` is recomputed in backward (one
     point-wise product) instead of being stored.  Stabilization passes the gradient straight
@@ -178,21 +166,25 @@ class _Circuit(torch.autograd.Function):
         ctx.config = (kind, eps, nonnegative, grad_scale, compute, i_ee.dtype)
         with torch.autocast(r.device.type, enabled=False):
             r32, weight = r.to(compute), weight_ei.to(compute)
+            i_ei = pointwise(weight, r32)
+            d = torch.sub(i_ee.to(compute), i_ei, out=i_ei)                             # I_EE - I_EI
             if kind == 'readout':
                 ctx.save_for_backward(r, weight_ei)
-                i_ei = pointwise(weight, r32)
-                return torch.sub(i_ee.to(compute), i_ei, out=i_ei).to(dtype)
-            n_e = weight.shape[0]
-            both = pointwise(torch.cat([weight, weight * gain_i.to(compute)]), r32)      # [I_EI; I_sh]
-            i_ei, i_sh = both[:, :n_e], both[:, n_e:]
-            i_sh, floor = _stabilization(i_sh, eps, nonnegative)
+                return d.to(dtype)
+            gain = gain_i.to(compute)
+            i_sh = pointwise(weight * gain, r32)
+            if eps is None and nonnegative:
+                i_sh, floor = _floored_(i_sh)
+            else:
+                floor = zero_floor(i_sh) if eps is None else None
+                i_sh = _stabilized_(i_sh, floor, eps, nonnegative)
             if kind == 'currents':
                 ctx.save_for_backward(r, weight_ei, gain_i, floor)
-                return torch.sub(i_ee.to(compute), i_ei, out=i_ei), i_sh                  # d beside I_sh~
-            d = torch.sub(i_ee.to(compute), i_ei)
+                return d, i_sh
             ctx.save_for_backward(d.to(i_ee.dtype), r, weight_ei, gain_i, gain_e, bias, floor)
             shape = (-1,) + (1,) * (i_sh.dim() - 2)
-            out = integrated(d, i_sh, gain_e.to(compute).view(shape), bias.to(compute).view(shape), out=i_ei)
+            out = integrated(d, i_sh, gain_e.to(compute).view(shape), bias.to(compute).view(shape),
+                             out=torch.empty_like(d))
             return out.to(dtype)
 
     @staticmethod
@@ -202,27 +194,25 @@ class _Circuit(torch.autograd.Function):
             if kind == 'readout':
                 r, weight_ei = ctx.saved_tensors
                 grad_d = grads[0].to(compute)
-                grad_r, grad_w, _ = _through_inhibition(grad_d, r.to(compute), weight_ei.to(compute), None)
+                grad_r, grad_w, _ = _through_inhibition(grad_d, None, r.to(compute), weight_ei.to(compute), None, None)
                 return (grad_d.to(ee_dtype), grad_r.to(r.dtype), (grad_w * grad_scale).to(weight_ei.dtype),
                         None, None, None, None, None, None, None, None)
             if kind == 'currents':
                 r, weight_ei, gain_i, _ = ctx.saved_tensors
-                stacked = _stacked(*(g.to(compute) for g in grads), dim=1)               # [dL/dd; dL/dI_sh]
+                grad_d, grad_sh = (g.to(compute) for g in grads)
                 grad_gain_e = grad_bias = None
             else:
                 d, r, weight_ei, gain_i, gain_e, bias, floor = ctx.saved_tensors
             r32, weight, gain = r.to(compute), weight_ei.to(compute), gain_i.to(compute)
-            n_e = weight.shape[0]
+            shunting = weight * gain
             if kind == 'current':
-                i_sh, _ = _stabilization(pointwise(weight * gain, r32), eps, nonnegative, floor)
+                i_sh = _stabilized_(pointwise(shunting, r32), floor, eps, nonnegative)
                 shape = (-1,) + (1,) * (d.dim() - 2)
-                stacked = i_sh.new_empty((i_sh.shape[0], 2 * n_e, *i_sh.shape[2:]))
-                _, _, grad_gain_e, grad_bias = integrate_backward_(
-                    stacked[:, :n_e].copy_(grads[0]), d.to(compute), i_sh, gain_e.to(compute).view(shape), 1,
-                    out=stacked[:, n_e:])
+                grad_d, grad_sh, grad_gain_e, grad_bias = integrate_backward_(
+                    grads[0].to(compute, copy=True), d.to(compute), i_sh, gain_e.to(compute).view(shape), 1)
                 grad_gain_e, grad_bias = grad_gain_e.to(gain_e.dtype), grad_bias.to(bias.dtype)
-            grad_r, grad_w, grad_gain_i = _through_inhibition(stacked, r32, weight, gain)
-        return (stacked[:, :n_e].to(ee_dtype), grad_r.to(r.dtype), (grad_w * grad_scale).to(weight_ei.dtype),
+            grad_r, grad_w, grad_gain_i = _through_inhibition(grad_d, grad_sh, r32, weight, gain, shunting)
+        return (grad_d.to(ee_dtype), grad_r.to(r.dtype), (grad_w * grad_scale).to(weight_ei.dtype),
                 grad_gain_i.to(gain_i.dtype), grad_gain_e, grad_bias, None, None, None, None, None)
 
 

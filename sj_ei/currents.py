@@ -36,14 +36,13 @@ def integrated(d, i_sh, gain, bias, out=None) -> torch.Tensor:
     return torch.addcdiv(bias, scaled, i_sh, out=out)
 
 
-def integrate_backward_(grad: torch.Tensor, d, i_sh, gain, channel_dim: int, out=None):
+def integrate_backward_(grad: torch.Tensor, d, i_sh, gain, channel_dim: int):
     """``(dL/dd, dL/dI_sh~, dL/dg_E [n_E], dL/db_E [n_E])`` from ``grad = dL/dI_int``, which becomes
-    ``dL/dd`` (overwritten): five passes over the currents and one new tensor, ``dL/dI_sh~`` (into
-    ``out`` if given)."""
+    ``dL/dd`` (overwritten): five passes over the currents and one new tensor, ``dL/dI_sh~``."""
     others = [k for k in range(grad.dim()) if k != channel_dim]
     grad_bias = grad.sum(others)
     scaled = grad.div_(i_sh)                                    # dL/dI_int / I_sh~
-    grad_sh = torch.mul(scaled, d, out=out)
+    grad_sh = torch.mul(scaled, d)
     grad_gain = grad_sh.sum(others)
     grad_sh.mul_(gain.neg()).div_(i_sh)                         # -g_E d dL/dI_int / I_sh~^2
     return scaled.mul_(gain), grad_sh, grad_gain, grad_bias

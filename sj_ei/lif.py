@@ -228,12 +228,10 @@ class _EILIF(torch.autograd.Function):
             v_init = torch.full(d.shape[1:], ctx.rest, dtype=dtype, device=d.device)
         d32, sh32 = d.to(dtype), i_sh.to(dtype)
         gain, bias_c = (channel_view(p.to(dtype), d32, 2) for p in (gain_e, bias))
-        C = d.shape[2]
-        both = d32.new_empty((*d.shape[:2], 2 * C, *d.shape[3:]))  # [dL/dd; dL/dI_sh~], as sj_ei.circuit reads them
-        x_seq = integrated(d32, sh32, gain, bias_c, out=both[:, :, :C])  # I_int, then H, then dL/dI_int
+        x_seq = integrated(d32, sh32, gain, bias_c, out=torch.empty_like(d32))  # I_int, then H, then dL/dI_int
         h_seq = _replay_(x_seq, v_init, ctx.config)
         grad_x, grad_v = _backward_through_time(h_seq, grad_spikes, grad_v_last, grad_v_seq, ctx.config, True)
-        grad_d, grad_sh, grad_gain, grad_bias = integrate_backward_(grad_x, d32, sh32, gain, 2, out=both[:, :, C:])
+        grad_d, grad_sh, grad_gain, grad_bias = integrate_backward_(grad_x, d32, sh32, gain, 2)
         return (grad_d.to(d.dtype), grad_sh.to(i_sh.dtype), grad_gain.to(gain_e.dtype), grad_bias.to(bias.dtype),
                 grad_v if ctx.needs_input_grad[4] else None, None, None, None)
 
