@@ -18,14 +18,19 @@ OUTPUTS = ('current', 'currents')
 _LARGE_MAP = 64  # positions per map from which a batched matmul beats a 1x1 convolution
 
 
-def pointwise(weight: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
-    """``weight r`` across channels at every position: ``[K, n_I] x [N, n_I(, H, W)] -> [N, K(, H, W)]``."""
+def pointwise(weight: torch.Tensor, r: torch.Tensor, add_to=None) -> torch.Tensor:
+    """``weight r`` across channels at every position: ``[K, n_I] x [N, n_I(, H, W)] -> [N, K(, H, W)]``;
+    added in place to ``add_to`` (contiguous, ``[N, K(, H, W)]``) if given."""
     if r.dim() == 2:
-        return F.linear(r, weight)
+        return F.linear(r, weight) if add_to is None else add_to.addmm_(r, weight.t())
     if r.shape[-1] * r.shape[-2] >= _LARGE_MAP:
-        flat = r.flatten(2)
-        return torch.bmm(weight.expand(flat.shape[0], -1, -1), flat).unflatten(2, r.shape[2:])
-    return F.conv2d(r, weight[:, :, None, None])
+        flat, batch = r.flatten(2), weight.expand(r.shape[0], -1, -1)
+        if add_to is None:
+            return torch.bmm(batch, flat).unflatten(2, r.shape[2:])
+        add_to.flatten(2).baddbmm_(batch, flat)
+        return add_to
+    out = F.conv2d(r, weight[:, :, None, None])
+    return out if add_to is None else add_to.add_(out)
 
 
 def _weight_grad(g: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
@@ -142,7 +147,7 @@ def _through_inhibition(grad_d, grad_sh, r, weight_ei, gain_i, shunting):
     m_ei = _weight_grad(grad_d, r).neg_()                                        # sum of dL/dI_EI r^T
     if grad_sh is None:
         return grad_r, m_ei, None
-    grad_r.add_(pointwise(shunting.t(), grad_sh))
+    pointwise(shunting.t(), grad_sh, add_to=grad_r)
     m_sh = _weight_grad(grad_sh, r)                                              # sum of dL/dI_sh r^T
     return grad_r, m_ei + m_sh * gain_i, (m_sh * weight_ei).sum(0)
 

@@ -38,7 +38,7 @@ class _Rate(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         r, = ctx.saved_tensors
-        return grad.masked_fill(torch.signbit(r), 0)
+        return torch.where(torch.signbit(r), 0.0, grad)  # one pass over grad (masked_fill copies it first)
 
 
 class _SpikeCount(torch.autograd.Function):
