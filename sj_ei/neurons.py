@@ -31,14 +31,14 @@ class _Rate(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, i_ie):
-        r = torch.where(i_ie >= 0, i_ie, i_ie.new_tensor(-0.0))
+        r = torch.relu(i_ie).copysign_(i_ie)  # arithmetic, vectorized (torch.where is not, on CPUs)
         ctx.save_for_backward(r)
         return r
 
     @staticmethod
     def backward(ctx, grad):
         r, = ctx.saved_tensors
-        return torch.where(torch.signbit(r), 0.0, grad)  # one pass over grad (masked_fill copies it first)
+        return torch.copysign(torch.ones_like(r), r).clamp_(min=0).mul_(grad)  # 1 where the sign bit is clear
 
 
 class _SpikeCount(torch.autograd.Function):
