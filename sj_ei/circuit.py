@@ -111,16 +111,17 @@ def zero_floor(i_sh: torch.Tensor) -> torch.Tensor:
 
 def _floored_(i_sh: torch.Tensor):
     """``(I_sh~, floor [N])`` for ``I_sh >= 0`` (Dale's law): ``max(I_sh, zero_floor(I_sh))``, in
-    place and without a mask.  On the bits (an integer view, ordered like the non-negative
-    floats), ``bits - 1`` with the sign bit cleared maps each sample's zeros (``+0``, ``-0``) to the
-    largest integer and keeps the order of the positive values, so one ``amin`` finds the floor;
-    ``+ 1`` restores the positive values exactly and turns the zeros into ``-0``, which the
-    ``maximum`` replaces by the floor (``+inf`` in a sample without a positive value)."""
+    place and without a mask, in four passes.  On the bits (an integer view, ordered like the
+    non-negative floats), adding the largest integer (two's complement, wrapping) maps the positive
+    values below ``-1`` in their order and the zeros to ``-1`` (``-0``) and the largest integer
+    (``+0``), so one ``amin`` finds the floor (none: the minimum is ``>= -1``); subtracting it
+    restores every value exactly, and the ``maximum`` replaces the zeros by the floor (``+inf`` in
+    a sample without a positive value)."""
     bits = i_sh.view(torch.int32 if i_sh.element_size() == 4 else torch.int64)
     largest = torch.iinfo(bits.dtype).max
-    lowest = bits.sub_(1).bitwise_and_(largest).flatten(1).amin(dim=1)
-    floor = torch.where(lowest == largest, torch.inf, lowest.add(1).view(i_sh.dtype))
-    bits.add_(1)
+    lowest = bits.add_(largest).flatten(1).amin(dim=1)
+    floor = torch.where(lowest >= -1, torch.inf, lowest.sub(largest).view(i_sh.dtype))
+    bits.sub_(largest)
     return torch.maximum(i_sh, floor.view(-1, *([1] * (i_sh.dim() - 1))), out=i_sh), floor
 
 
