@@ -104,13 +104,14 @@ def _run(inputs, v_init: torch.Tensor, config: LIFConfig, T: int, keep_h: bool, 
     return spikes, v_last, h_seq
 
 
-def _replay_(x_seq: torch.Tensor, v_init: torch.Tensor, config: LIFConfig) -> torch.Tensor:
+def _replay_(x_seq: torch.Tensor, v_init: Optional[torch.Tensor], config: LIFConfig) -> torch.Tensor:
     """``H [T, ...]`` of the forward loop, recomputed exactly from ``I_int`` ``x_seq`` (so are its
-    spikes), written over ``x_seq``."""
-    v, spike, scratch = v_init, torch.empty_like(v_init), torch.empty_like(v_init)
+    spikes), written over ``x_seq``.  ``v_init`` None: every neuron starts at 0 without input decay,
+    so ``H[0] = I_int[0]`` (charging from 0 adds 0)."""
+    v, spike, scratch = v_init, torch.empty_like(x_seq[0]), torch.empty_like(x_seq[0])
     for t in range(x_seq.shape[0]):
-        h = _charge(v, x_seq[t], config, x_seq[t], scratch)
-        v = torch.empty_like(v_init) if v is v_init else v
+        h = x_seq[t] if v is None else _charge(v, x_seq[t], config, x_seq[t], scratch)
+        v = torch.empty_like(spike) if v is None or v is v_init else v
         torch.ge(h, config.v_threshold, out=spike)
         _reset(h, spike, config, v)
     return x_seq
@@ -224,7 +225,7 @@ class _EILIF(torch.autograd.Function):
     def backward(ctx, grad_spikes, grad_v_last, grad_v_seq=None):
         d, i_sh, gain_e, bias, v_init = ctx.saved_tensors
         dtype = ctx.dtype
-        if v_init is None:  # every neuron started at rest: not kept
+        if v_init is None and (ctx.rest != 0.0 or ctx.config.decay_input):  # at rest: not kept
             v_init = torch.full(d.shape[1:], ctx.rest, dtype=dtype, device=d.device)
         d32, sh32 = d.to(dtype), i_sh.to(dtype)
         gain, bias_c = (channel_view(p.to(dtype), d32, 2) for p in (gain_e, bias))

@@ -38,7 +38,7 @@ class _Rate(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         r, = ctx.saved_tensors
-        return torch.copysign(torch.ones_like(r), r).clamp_(min=0).mul_(grad)  # 1 where the sign bit is clear
+        return torch.ones_like(r).copysign_(r).clamp_(min=0).mul_(grad)  # 1 where the sign bit is clear
 
 
 class _SpikeCount(torch.autograd.Function):
