@@ -48,8 +48,9 @@ def _sum_per_channel(t: torch.Tensor) -> torch.Tensor:
 
 def _stacked(weight_ee: torch.Tensor, weight_ie: torch.Tensor) -> torch.Tensor:
     """``[weight_ee; weight_ie]``: a view when ``weight_ie`` follows ``weight_ee`` in one storage (as
-    an E-I layer keeps them, see ``pack_``), else their concatenation."""
-    if (weight_ee.is_contiguous() and weight_ie.is_contiguous() and weight_ee.dtype == weight_ie.dtype
+    an E-I layer keeps them, see ``pack_``), else (and under ``torch.compile``, which does not trace
+    storage addresses) their concatenation."""
+    if (not torch.compiler.is_compiling() and weight_ee.is_contiguous() and weight_ie.is_contiguous() and weight_ee.dtype == weight_ie.dtype
             and weight_ee.device == weight_ie.device
             and weight_ee.untyped_storage().data_ptr() == weight_ie.untyped_storage().data_ptr()
             and weight_ie.storage_offset() == weight_ee.storage_offset() + weight_ee.numel()):
