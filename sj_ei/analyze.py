@@ -6,9 +6,10 @@
     sj_ei.analyze.save(summary, 'analysis/')                   # summary.json and the PNG figures
     python -m sj_ei.analyze -cfg configs/quickstart.yaml -pretrained CKPT [-bn-pretrained CKPT] [-out DIR]
 
-``record`` hooks every hidden E-I layer (its ``EICurrents``: ``I_EE [.., n_E, ..]``, ``I_EI``,
-``I_sh~``; a layer whose neuron takes ``I_int`` is switched to hand over its currents while recorded
-and given ``I_int = sj_ei.currents.integrate(currents)`` back, the same numbers), every I population
+``record`` hooks every hidden E-I layer (its ``EICurrents``: ``d = I_EE - I_EI [.., n_E, ..]`` and
+``I_sh~``, and ``I_EE``, ``I_EI`` apart, recomputed from its input and its I population's ``r_I``; a
+layer whose neuron takes ``I_int`` is switched to hand over its currents while recorded and given
+``I_int = sj_ei.currents.integrate(currents)`` back, the same numbers), every I population
 (``r_I``) and every spiking neuron (its spikes; in a network without E-I layers also its input
 current, e.g. after batch norm).  Per layer it keeps exact running sums (float64) of what the
 summary reports as means, correlations and moments, and a random sample of the values for the
@@ -34,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 from spikingjelly.activation_based import functional, neuron
 
+from .circuit import pointwise
 from .currents import EICurrents, channel_view, integrate
 from .layers import ei_init, ei_layers
 
@@ -114,24 +116,34 @@ def _channel_dim(module: nn.Module, x: torch.Tensor) -> int:
     return 2 if getattr(module, 'step_mode', 's') == 'm' and x.dim() >= 3 else 1
 
 
+def _ee_ei(layer: nn.Module, x: torch.Tensor, r: torch.Tensor, d: torch.Tensor):
+    """``(I_EE, I_EI)`` shaped like ``d``, as the layer's circuit computes them from its input ``x`` and
+    its I population's ``r_I [N, n_I, ...]`` (the training path hands over only ``d = I_EE - I_EI``)."""
+    i_ee = layer.project(x.flatten(0, 1) if layer.step_mode == 'm' else x)[:, :layer.n_e]
+    compute = torch.promote_types(r.dtype, torch.float32)
+    return i_ee.reshape(d.shape), pointwise(layer.weight_ei.to(compute), r.to(compute)).reshape(d.shape)
+
+
 @torch.no_grad()
 def record(net: nn.Module, batches: List[torch.Tensor], label: str = 'network') -> Record:
     """Run ``net`` (eval mode, its own backends; the fused ones hand the currents over too) on every
     model input in ``batches`` (``[T, B, ...]`` or static ``[B, C, H, W]``), states reset after each,
     and return what the hooks saw (``Record``)."""
-    rec, hooks, outputs = Record(label), [], {}
+    rec, hooks, outputs, rates = Record(label), [], {}, {}
     layers = [(name, m) for name, m in ei_layers(net) if not m.readout]
 
-    def on_layer(name, layer, c: EICurrents):
-        dim = _channel_dim(layer, c.i_ee)
+    def on_layer(name, layer, x, c: EICurrents):
+        dim = _channel_dim(layer, c.d)
         i_int = integrate(c, dim)
+        i_ee, i_ei = _ee_ei(layer, x, rates.pop(name), c.d)
         rec.moments(rec.layers, name, 'i_int').add(i_int)
-        rec.moments(rec.layers, name, 'i_ee').add(c.i_ee, c.i_ei)
-        rec.moments(rec.layers, name, 'i_ei').add(c.i_ei)
+        rec.moments(rec.layers, name, 'i_ee').add(i_ee, i_ei)
+        rec.moments(rec.layers, name, 'i_ei').add(i_ei)
         rec.moments(rec.layers, name, 'gain').add(channel_view(c.gain_e, c.i_sh, dim) / c.i_sh)
-        return i_int.to(c.i_ee.dtype) if outputs[name] == 'current' else None
+        return i_int.to(c.d.dtype) if outputs[name] == 'current' else None
 
     def on_i_population(name, r):
+        rates[name] = r
         slot = rec.inhibition.setdefault(name, dict(sum=0.0, active=0, n=0))
         slot['sum'] += r.double().sum().item()
         slot['active'] += int((r != 0).sum().item())
@@ -149,7 +161,7 @@ def record(net: nn.Module, batches: List[torch.Tensor], label: str = 'network') 
     for name, layer in layers:
         outputs[name] = layer.output
         layer.output = 'currents'
-        hooks.append(layer.register_forward_hook(lambda m, a, c, n=name: on_layer(n, m, c)))
+        hooks.append(layer.register_forward_hook(lambda m, a, c, n=name: on_layer(n, m, a[0], c)))
         hooks.append(layer.i_population.register_forward_hook(lambda m, a, r, n=name: on_i_population(n, r)))
     for name, m in net.named_modules():
         if isinstance(m, neuron.BaseNode):

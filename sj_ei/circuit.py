@@ -10,21 +10,27 @@ from typing import Union
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from .currents import EICurrents, integrate
+from .currents import EICurrents, integrate, integrate_backward_, integrated
 
 OUTPUTS = ('current', 'currents')
 _LARGE_MAP = 64  # positions per map from which a batched matmul beats a 1x1 convolution
 
 
-def pointwise(weight: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
-    """``weight r`` across channels at every position: ``[K, n_I] x [N, n_I(, H, W)] -> [N, K(, H, W)]``."""
+def pointwise(weight: torch.Tensor, r: torch.Tensor, add_to=None) -> torch.Tensor:
+    """``weight r`` across channels at every position: ``[K, n_I] x [N, n_I(, H, W)] -> [N, K(, H, W)]``;
+    added in place to ``add_to`` (contiguous, ``[N, K(, H, W)]``) if given."""
     if r.dim() == 2:
-        return F.linear(r, weight)
+        return F.linear(r, weight) if add_to is None else add_to.addmm_(r, weight.t())
     if r.shape[-1] * r.shape[-2] >= _LARGE_MAP:
-        flat = r.flatten(2)
-        return torch.bmm(weight.expand(flat.shape[0], -1, -1), flat).unflatten(2, r.shape[2:])
-    return F.conv2d(r, weight[:, :, None, None])
+        flat, batch = r.flatten(2), weight.expand(r.shape[0], -1, -1)
+        if add_to is None:
+            return torch.bmm(batch, flat).unflatten(2, r.shape[2:])
+        add_to.flatten(2).baddbmm_(batch, flat)
+        return add_to
+    out = F.conv2d(r, weight[:, :, None, None])
+    return out if add_to is None else add_to.add_(out)
 
 
 def _weight_grad(g: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
@@ -40,24 +46,46 @@ def _sum_per_channel(t: torch.Tensor) -> torch.Tensor:
     return t.sum(0) if t.dim() == 2 else t.sum((0, 2, 3))
 
 
+def _stacked(weight_ee: torch.Tensor, weight_ie: torch.Tensor) -> torch.Tensor:
+    """``[weight_ee; weight_ie]``: a view when ``weight_ie`` follows ``weight_ee`` in one storage (as
+    an E-I layer keeps them, see ``pack_``), else (and under ``torch.compile``, which does not trace
+    storage addresses) their concatenation."""
+    if (not torch.compiler.is_compiling() and weight_ee.is_contiguous() and weight_ie.is_contiguous() and weight_ee.dtype == weight_ie.dtype
+            and weight_ee.device == weight_ie.device
+            and weight_ee.untyped_storage().data_ptr() == weight_ie.untyped_storage().data_ptr()
+            and weight_ie.storage_offset() == weight_ee.storage_offset() + weight_ee.numel()):
+        return weight_ee.as_strided((weight_ee.shape[0] + weight_ie.shape[0], *weight_ee.shape[1:]),
+                                    weight_ee.stride())
+    return torch.cat([weight_ee, weight_ie])
+
+
+@torch.no_grad()
+def pack_(weight_ee: nn.Parameter, weight_ie: nn.Parameter) -> None:
+    """Put the two parameters back into one storage, ``weight_ie`` after ``weight_ee`` (values
+    unchanged), unless they are there already (``Module.to`` and its kin move each apart)."""
+    stacked = _stacked(weight_ee, weight_ie)
+    if stacked.data_ptr() != weight_ee.data_ptr():
+        weight_ee.data, weight_ie.data = stacked.split([weight_ee.shape[0], weight_ie.shape[0]])
+
+
 class _Projection(torch.autograd.Function):
     """``I_EE`` and ``I_IE`` in one product of ``x`` with ``[weight_ee; weight_ie]``.
 
-    Saves ``x`` and the two parameters, not their concatenation: the concatenated
-    weight is rebuilt in backward, so it costs no activation memory.
+    Saves ``x`` and the two parameters; their stack is a view of one storage (``_stacked``),
+    so it is neither copied nor kept.
     """
 
     @staticmethod
     def forward(ctx, x, weight_ee, weight_ie, conv):
         ctx.conv = conv
         ctx.save_for_backward(x, weight_ee, weight_ie)
-        weight = torch.cat([weight_ee, weight_ie]).to(x.dtype)
+        weight = _stacked(weight_ee, weight_ie).to(x.dtype)
         return F.linear(x, weight) if conv is None else F.conv2d(x, weight, None, *conv)
 
     @staticmethod
     def backward(ctx, grad_y):
         x, weight_ee, weight_ie = ctx.saved_tensors
-        weight = torch.cat([weight_ee, weight_ie]).to(grad_y.dtype)
+        weight = _stacked(weight_ee, weight_ie).to(grad_y.dtype)
         if ctx.conv is None:
             grad_x = grad_y @ weight if ctx.needs_input_grad[0] else None
             grad_w = grad_y.flatten(0, -2).t() @ x.flatten(0, -2).to(grad_y.dtype)
@@ -84,16 +112,17 @@ def zero_floor(i_sh: torch.Tensor) -> torch.Tensor:
 
 def _floored_(i_sh: torch.Tensor):
     """``(I_sh~, floor [N])`` for ``I_sh >= 0`` (Dale's law): ``max(I_sh, zero_floor(I_sh))``, in
-    place and without a mask.  On the bits (an integer view, ordered like the non-negative
-    floats), ``bits - 1`` with the sign bit cleared maps each sample's zeros (``+0``, ``-0``) to the
-    largest integer and keeps the order of the positive values, so one ``amin`` finds the floor;
-    ``+ 1`` restores the positive values exactly and turns the zeros into ``-0``, which the
-    ``maximum`` replaces by the floor (``+inf`` in a sample without a positive value)."""
+    place and without a mask, in four passes.  On the bits (an integer view, ordered like the
+    non-negative floats), adding the largest integer (two's complement, wrapping) maps the positive
+    values below ``-1`` in their order and the zeros to ``-1`` (``-0``) and the largest integer
+    (``+0``), so one ``amin`` finds the floor (none: the minimum is ``>= -1``); subtracting it
+    restores every value exactly, and the ``maximum`` replaces the zeros by the floor (``+inf`` in
+    a sample without a positive value)."""
     bits = i_sh.view(torch.int32 if i_sh.element_size() == 4 else torch.int64)
     largest = torch.iinfo(bits.dtype).max
-    lowest = bits.sub_(1).bitwise_and_(largest).flatten(1).amin(dim=1)
-    floor = torch.where(lowest == largest, torch.inf, lowest.add(1).view(i_sh.dtype))
-    bits.add_(1)
+    lowest = bits.add_(largest).flatten(1).amin(dim=1)
+    floor = torch.where(lowest >= -1, torch.inf, lowest.sub(largest).view(i_sh.dtype))
+    bits.sub_(largest)
     return torch.maximum(i_sh, floor.view(-1, *([1] * (i_sh.dim() - 1))), out=i_sh), floor
 
 
@@ -113,27 +142,27 @@ def _stabilized_(i_sh, floor, eps, nonnegative):
     return i_sh.add_(eps) if eps is not None else _replace_zeros_(i_sh, floor, nonnegative)
 
 
-def _through_inhibition(g_ei, g_sh, r, weight_ei, gain_i, shunting, sign):
-    """Backward of ``I_EI = W_EI r`` and ``I_sh = (W_EI diag(g_I)) r`` given ``sign * dL/dI_EI``
-    (``g_ei``) and ``sign * dL/dI_sh`` (``g_sh``, or None): ``(dL/dr, dL/dW_EI, dL/dg_I)``."""
-    grad_r = pointwise(sign * weight_ei.t(), g_ei)
-    m_ei = _weight_grad(g_ei, r) * sign
-    if g_sh is None:
+def _through_inhibition(grad_d, grad_sh, r, weight_ei, gain_i, shunting):
+    """Backward of ``I_EI = W_EI r`` and ``I_sh = (W_EI diag(g_I)) r`` given ``dL/dd = -dL/dI_EI``
+    (``d = I_EE - I_EI``) and ``dL/dI_sh`` (``grad_sh``, or None): ``(dL/dr, dL/dW_EI, dL/dg_I)``."""
+    grad_r = pointwise(-weight_ei.t(), grad_d)
+    m_ei = _weight_grad(grad_d, r).neg_()                                        # sum of dL/dI_EI r^T
+    if grad_sh is None:
         return grad_r, m_ei, None
-    grad_r.add_(pointwise(sign * shunting.t(), g_sh))
-    m_sh = _weight_grad(g_sh, r) * sign                                          # sum of dL/dI_sh r^T
+    pointwise(shunting.t(), grad_sh, add_to=grad_r)
+    m_sh = _weight_grad(grad_sh, r)                                              # sum of dL/dI_sh r^T
     return grad_r, m_ei + m_sh * gain_i, (m_sh * weight_ei).sum(0)
 
 
 class _Circuit(torch.autograd.Function):
     """Everything after the I population, with a written-out backward, for one ``kind`` of output:
-    ``'currents'``: ``(I_EI, I_sh~)``; ``'current'``: ``I_int = g_E (I_EE - I_EI) / I_sh~ + b_E``
-    (in ``sj_ei.currents.integrate``'s order of operations); ``'readout'``: ``I_EE - I_EI``.
+    ``'currents'``: ``(d, I_sh~)`` with ``d = I_EE - I_EI``; ``'current'``: ``I_int = g_E d / I_sh~ + b_E``
+    (``sj_ei.currents.integrated``); ``'readout'``: ``d``.
 
     Saves ``r_I`` (which the I population's ReLU saves anyway), the ``[N]`` stabilization floor
-    and, for ``I_int``, ``d = I_EE - I_EI`` (in the dtype of ``I_EE``); ``I_sh~`` is recomputed in
-    backward (one point-wise product) instead of being stored.  Stabilization passes the gradient
-    straight through.  The gradient of ``weight_ei`` is multiplied by ``grad_scale`` (docs/method.md
+    and, for ``I_int``, ``d`` (in the dtype of ``I_EE``); ``I_sh~`` is recomputed in backward (one
+    point-wise product) instead of being stored.  Stabilization passes the gradient straight
+    through.  The gradient of ``weight_ei`` is multiplied by ``grad_scale`` (docs/method.md
     section 4) here and nowhere else.  Computed in float32 (float64 for float64 input) with
     autocast off; ``I_int`` and the readout are returned in ``dtype``.
     """
@@ -141,13 +170,14 @@ class _Circuit(torch.autograd.Function):
     @staticmethod
     def forward(ctx, i_ee, r, weight_ei, gain_i, gain_e, bias, kind, eps, nonnegative, grad_scale, dtype):
         compute = torch.promote_types(r.dtype, torch.float32)
-        ctx.config = (kind, eps, nonnegative, grad_scale, compute, None if i_ee is None else i_ee.dtype)
+        ctx.config = (kind, eps, nonnegative, grad_scale, compute, i_ee.dtype)
         with torch.autocast(r.device.type, enabled=False):
             r32, weight = r.to(compute), weight_ei.to(compute)
             i_ei = pointwise(weight, r32)
+            d = torch.sub(i_ee.to(compute), i_ei, out=i_ei)                             # I_EE - I_EI
             if kind == 'readout':
                 ctx.save_for_backward(r, weight_ei)
-                return torch.sub(i_ee.to(compute), i_ei, out=i_ei).to(dtype)
+                return d.to(dtype)
             gain = gain_i.to(compute)
             i_sh = pointwise(weight * gain, r32)
             if eps is None and nonnegative:
@@ -157,12 +187,11 @@ class _Circuit(torch.autograd.Function):
                 i_sh = _stabilized_(i_sh, floor, eps, nonnegative)
             if kind == 'currents':
                 ctx.save_for_backward(r, weight_ei, gain_i, floor)
-                return i_ei, i_sh
-            shape = (-1,) + (1,) * (i_sh.dim() - 2)
-            d = torch.sub(i_ee.to(compute), i_ei, out=i_ei)                              # I_EE - I_EI
-            out = torch.mul(d, gain_e.to(compute).view(shape))
-            out = torch.addcdiv(bias.to(compute).view(shape), out, i_sh, out=out)        # b + (d g) / I_sh~
+                return d, i_sh
             ctx.save_for_backward(d.to(i_ee.dtype), r, weight_ei, gain_i, gain_e, bias, floor)
+            shape = (-1,) + (1,) * (i_sh.dim() - 2)
+            out = integrated(d, i_sh, gain_e.to(compute).view(shape), bias.to(compute).view(shape),
+                             out=torch.empty_like(d))
             return out.to(dtype)
 
     @staticmethod
@@ -171,34 +200,27 @@ class _Circuit(torch.autograd.Function):
         with torch.autocast(grads[0].device.type, enabled=False):
             if kind == 'readout':
                 r, weight_ei = ctx.saved_tensors
-                grad_out = grads[0].to(compute)
-                grad_r, grad_w, _ = _through_inhibition(grad_out, None, r.to(compute), weight_ei.to(compute),
-                                                        None, None, -1.0)
-                return (grad_out.to(ee_dtype), grad_r.to(r.dtype), (grad_w * grad_scale).to(weight_ei.dtype),
+                grad_d = grads[0].to(compute)
+                grad_r, grad_w, _ = _through_inhibition(grad_d, None, r.to(compute), weight_ei.to(compute), None, None)
+                return (grad_d.to(ee_dtype), grad_r.to(r.dtype), (grad_w * grad_scale).to(weight_ei.dtype),
                         None, None, None, None, None, None, None, None)
             if kind == 'currents':
                 r, weight_ei, gain_i, _ = ctx.saved_tensors
-                g_ei, g_sh = (g.to(compute) for g in grads)
-                r32, weight, gain = r.to(compute), weight_ei.to(compute), gain_i.to(compute)
-                grad_r, grad_w, grad_gain_i = _through_inhibition(g_ei, g_sh, r32, weight, gain, weight * gain, 1.0)
-                return (None, grad_r.to(r.dtype), (grad_w * grad_scale).to(weight_ei.dtype),
-                        grad_gain_i.to(gain_i.dtype), None, None, None, None, None, None, None)
-            d, r, weight_ei, gain_i, gain_e, bias, floor = ctx.saved_tensors
-            grad_out = grads[0].to(compute)
+                grad_d, grad_sh = (g.to(compute) for g in grads)
+                grad_gain_e = grad_bias = None
+            else:
+                d, r, weight_ei, gain_i, gain_e, bias, floor = ctx.saved_tensors
             r32, weight, gain = r.to(compute), weight_ei.to(compute), gain_i.to(compute)
             shunting = weight * gain
-            i_sh = _stabilized_(pointwise(shunting, r32), floor, eps, nonnegative)
-            shape = (-1,) + (1,) * (d.dim() - 2)
-            q = torch.mul(grad_out, gain_e.to(compute).view(shape)).div_(i_sh)      # dL/dI_EE = -dL/dI_EI
-            normalized = torch.div(d.to(compute), i_sh, out=i_sh)                     # (I_EE - I_EI) / I_sh~
-            product = grad_out * normalized
-            grad_gain_e = _sum_per_channel(product)
-            grad_bias = _sum_per_channel(grad_out)
-            q_n = torch.mul(q, normalized, out=product)                               # = -dL/dI_sh
-            grad_r, grad_w, grad_gain_i = _through_inhibition(q, q_n, r32, weight, gain, shunting, -1.0)
-        return (q.to(ee_dtype), grad_r.to(r.dtype), (grad_w * grad_scale).to(weight_ei.dtype),
-                grad_gain_i.to(gain_i.dtype), grad_gain_e.to(gain_e.dtype), grad_bias.to(bias.dtype),
-                None, None, None, None, None)
+            if kind == 'current':
+                i_sh = _stabilized_(pointwise(shunting, r32), floor, eps, nonnegative)
+                shape = (-1,) + (1,) * (d.dim() - 2)
+                grad_d, grad_sh, grad_gain_e, grad_bias = integrate_backward_(
+                    grads[0].to(compute, copy=True), d.to(compute), i_sh, gain_e.to(compute).view(shape), 1)
+                grad_gain_e, grad_bias = grad_gain_e.to(gain_e.dtype), grad_bias.to(bias.dtype)
+            grad_r, grad_w, grad_gain_i = _through_inhibition(grad_d, grad_sh, r32, weight, gain, shunting)
+        return (grad_d.to(ee_dtype), grad_r.to(r.dtype), (grad_w * grad_scale).to(weight_ei.dtype),
+                grad_gain_i.to(gain_i.dtype), grad_gain_e, grad_bias, None, None, None, None, None)
 
 
 def run(layer, x: torch.Tensor) -> Union[torch.Tensor, EICurrents]:
@@ -207,7 +229,8 @@ def run(layer, x: torch.Tensor) -> Union[torch.Tensor, EICurrents]:
     or the ``EICurrents`` a fused E population integrates (``'currents'``), each ``[.., n_E, ..]``.
 
     ``layer.division`` (None, or a callable ``I_sh~ -> I_sh'`` with its own gradient) replaces
-    ``I_sh~`` before the division; then ``I_int`` is ``sj_ei.currents.integrate`` of the currents.
+    ``I_sh~`` before the division; then ``I_int`` is ``sj_ei.currents.integrate`` of the currents
+    ``(d = I_EE - I_EI, I_sh', g_E, b_E)``.
     """
     if layer.output not in OUTPUTS:
         raise ValueError(f'{type(layer).__name__}: output must be one of {OUTPUTS}, got {layer.output!r}')
@@ -224,13 +247,13 @@ def run(layer, x: torch.Tensor) -> Union[torch.Tensor, EICurrents]:
     elif layer.output == 'current' and layer.division is None:
         out = _Circuit.apply(i_ee, r, layer.weight_ei, layer.gain_i, layer.gain_e, layer.bias, 'current', *config)
     else:
-        i_ei, i_sh = _Circuit.apply(None, r, layer.weight_ei, layer.gain_i, None, None, 'currents', *config)
+        d, i_sh = _Circuit.apply(i_ee, r, layer.weight_ei, layer.gain_i, None, None, 'currents', *config)
         if layer.division is not None:
             i_sh = layer.division(i_sh)
-        currents = EICurrents(i_ee, i_ei, i_sh, layer.gain_e, layer.bias)
+        currents = EICurrents(d, i_sh, layer.gain_e, layer.bias)
         if layer.output == 'currents':
             if steps is None:
                 return currents
-            return currents._replace(**{k: getattr(currents, k).unflatten(0, steps) for k in ('i_ee', 'i_ei', 'i_sh')})
+            return currents._replace(d=d.unflatten(0, steps), i_sh=i_sh.unflatten(0, steps))
         out = integrate(currents, channel_dim=1).to(x.dtype)
     return out.unflatten(0, steps) if steps is not None else out

@@ -7,10 +7,10 @@ API (what ``EILIFNode``'s ``'cupy'`` backend calls)::
     spikes, v_seq, v_last = fused_ei_lif(currents, v_init, config, store_v_seq=False)
     spikes, v_seq, v_last = fused_lif(x_seq, v_init, config, store_v_seq=False)
 
-- ``currents``: an ``sj_ei.EICurrents(i_ee, i_ei, i_sh, gain_e, bias)`` (or the same five as a
-  tuple): CUDA tensors ``[T, N, C, *S]`` (``i_sh`` stabilized; ``+inf`` gives ``I_int = b_E``)
-  and ``[C]``; the kernel computes ``I_int = b_E + (I_EE - I_EI) g_E / I_sh~``, operation by
-  operation as ``sj_ei.currents.integrate``, without writing it to memory.
+- ``currents``: an ``sj_ei.EICurrents(d, i_sh, gain_e, bias)`` (or the same four as a tuple):
+  CUDA tensors ``[T, N, C, *S]`` (``d = I_EE - I_EI``; ``i_sh`` stabilized, ``+inf`` gives
+  ``I_int = b_E``) and ``[C]``; the kernel computes ``I_int = b_E + d g_E / I_sh~``, operation by
+  operation as ``sj_ei.currents.integrated``, without writing it to memory.
 - ``x_seq``: a CUDA tensor ``[T, N, *F]``, the input current ``I[t]`` itself.
 - ``v_init``: the neurons' potential before step 0: a float (``node.v`` after ``reset_net``)
   or a tensor broadcastable to one step's shape ``[N, ...]``.
@@ -227,15 +227,14 @@ def forward_kernel(config: LIFConfig, kind: str = 'ei', dtype: torch.dtype = tor
     neuron (``numel`` of one time step), looping over T; ``save`` != 0 writes what backward needs."""
     _, scalar, load, _ = _STORAGE[dtype]
     if kind == 'ei':
-        inputs = ((f'const {scalar}* __restrict__', 'i_ee'), ('long long', 'ee_stride'),
-                  (f'const {scalar}* __restrict__', 'i_ei'), ('long long', 'ei_stride'),
+        inputs = ((f'const {scalar}* __restrict__', 'd'), ('long long', 'd_stride'),
                   (f'const {scalar}* __restrict__', 'i_sh'), ('long long', 'sh_stride'),
                   ('const float* __restrict__', 'gain_e'), ('const float* __restrict__', 'bias'))
         saved = (('float* __restrict__', 'h_seq'), ('float* __restrict__', 'n_seq'))
-        ee, ei, sh = (load.format(f'i_{x}[n * {x}_stride + j]') for x in ('ee', 'ei', 'sh'))
+        d, sh = load.format('d[n * d_stride + j]'), load.format('i_sh[n * sh_stride + j]')
         prologue = '    const float g = gain_e[c];\n    const float bias_c = bias[c];\n'
         current = f'''        const long long n = t * batch + sample;
-        const float diff = __fsub_rn({ee}, {ei});
+        const float diff = {d};
         const float sh = {sh};
         const float x = __fadd_rn(__fdiv_rn(__fmul_rn(diff, g), sh), bias_c);
 '''
@@ -278,16 +277,14 @@ def backward_kernel(config: LIFConfig, kind: str = 'ei', dtype: torch.dtype = to
         params = grads_in + (('const float* __restrict__', 'n_seq'),
                              (f'const {scalar}* __restrict__', 'i_sh'), ('long long', 'sh_stride'),
                              ('const float* __restrict__', 'gain_e'),
-                             (f'{scalar}* __restrict__', 'grad_i_ee'), (f'{scalar}* __restrict__', 'grad_i_ei'),
-                             (f'{scalar}* __restrict__', 'grad_i_sh'), ('float* __restrict__', 'grad_v_init'),
+                             (f'{scalar}* __restrict__', 'grad_d'), (f'{scalar}* __restrict__', 'grad_i_sh'), ('float* __restrict__', 'grad_v_init'),
                              ('float* __restrict__', 'grad_gain_e'), ('float* __restrict__', 'grad_bias'))
         prologue = '    const float g = gain_e[c];\n    float grad_g = 0.0f;\n    float grad_b = 0.0f;\n'
         to_input = f'''        const long long n = t * batch + sample;
-        const float grad_ee = grad_x * g / {load.format('i_sh[n * sh_stride + j]')};
+        const float grad_diff = grad_x * g / {load.format('i_sh[n * sh_stride + j]')};
         const float normalized = n_seq[k];
-        grad_i_ee[k] = {store.format('grad_ee')};
-        grad_i_ei[k] = {store.format('-grad_ee')};
-        grad_i_sh[k] = {store.format('-grad_ee * normalized')};
+        grad_d[k] = {store.format('grad_diff')};
+        grad_i_sh[k] = {store.format('-grad_diff * normalized')};
         grad_g += grad_x * normalized;
         grad_b += grad_x;
 '''
@@ -381,27 +378,27 @@ def _grad_args(grad_spikes, grad_v_seq, grad_v_last, device):
 
 
 class _FusedEILIF(torch.autograd.Function):
-    """``(i_ee, i_ei, i_sh [T, N, C, *S], gain_e, bias [C], v_init) -> (spikes, v_seq or None, v_last)``."""
+    """``(d, i_sh [T, N, C, *S], gain_e, bias [C], v_init) -> (spikes, v_seq or None, v_last)``."""
 
     @staticmethod
-    def forward(ctx, i_ee, i_ei, i_sh, gain_e, bias, v_init, config, store_v_seq, save):
+    def forward(ctx, d, i_sh, gain_e, bias, v_init, config, store_v_seq, save):
         ctx.set_materialize_grads(False)
-        T, N, C = i_ee.shape[:3]
-        step_shape = i_ee.shape[1:]
+        T, N, C = d.shape[:3]
+        step_shape = d.shape[1:]
         numel = step_shape.numel()
-        dtype = torch.promote_types(torch.promote_types(i_ee.dtype, i_ei.dtype), i_sh.dtype)
-        (ee, ee_stride), (ei, ei_stride), (sh, sh_stride) = (_rows(x.to(dtype), T * N) for x in (i_ee, i_ei, i_sh))
+        dtype = torch.promote_types(d.dtype, i_sh.dtype)
+        (diff, d_stride), (sh, sh_stride) = (_rows(x.to(dtype), T * N) for x in (d, i_sh))
         gain, bias_f = gain_e.detach().float().contiguous(), bias.detach().float().contiguous()
         v0, v_step = _state(v_init, step_shape)
-        spikes, v_seq, v_last, (h_seq, n_seq) = _outputs(T, step_shape, i_ee.device, store_v_seq, 2, save)
+        spikes, v_seq, v_last, (h_seq, n_seq) = _outputs(T, step_shape, d.device, store_v_seq, 2, save)
         geometry = (T, numel, numel // N, numel // (N * C)) if numel else None
         if geometry:
             _launch(forward_kernel(config, 'ei', dtype), *_grid(numel),
-                    [ee, ee_stride, ei, ei_stride, sh, sh_stride, gain, bias_f, v0, v_step,
+                    [diff, d_stride, sh, sh_stride, gain, bias_f, v0, v_step,
                      spikes, v_seq, int(store_v_seq), h_seq, n_seq, int(save), v_last, *geometry])
         ctx.save_for_backward(h_seq, n_seq, sh, gain)
         ctx.config, ctx.dtype, ctx.geometry, ctx.sh_stride = config, dtype, geometry, sh_stride
-        ctx.shapes = (i_ee.shape, C, gain_e.dtype, bias.dtype, v_init.shape)
+        ctx.shapes = (d.shape, C, gain_e.dtype, bias.dtype, v_init.shape)
         return spikes, (v_seq if store_v_seq else None), v_last
 
     @staticmethod
@@ -409,14 +406,14 @@ class _FusedEILIF(torch.autograd.Function):
         h_seq, n_seq, sh, gain = ctx.saved_tensors
         shape, C, gain_dtype, bias_dtype, v_shape = ctx.shapes
         device = h_seq.device
-        grads = [torch.empty(shape, dtype=ctx.dtype, device=device) for _ in range(3)]
+        grads = [torch.empty(shape, dtype=ctx.dtype, device=device) for _ in range(2)]
         grad_v_init, grad_gain, grad_bias = (torch.empty(shape[1:], device=device) for _ in range(3))
         if ctx.geometry:
             _launch(backward_kernel(ctx.config, 'ei', ctx.dtype), *_grid(ctx.geometry[1]),
                     [*_grad_args(grad_spikes, grad_v_seq, grad_v_last, device), h_seq, n_seq, sh, ctx.sh_stride,
                      gain, *grads, grad_v_init, grad_gain, grad_bias, *ctx.geometry])
         per_channel = lambda t, dtype: t.reshape(shape[1], C, shape[3:].numel()).sum((0, 2)).to(dtype)
-        grad_v = grad_v_init.sum_to_size(v_shape) if ctx.needs_input_grad[5] else None
+        grad_v = grad_v_init.sum_to_size(v_shape) if ctx.needs_input_grad[4] else None
         return (*grads, per_channel(grad_gain, gain_dtype), per_channel(grad_bias, bias_dtype), grad_v,
                 None, None, None)
 
@@ -487,26 +484,25 @@ def _save(*tensors) -> bool:
 
 
 def fused_ei_lif(currents, v_init, config: LIFConfig, store_v_seq: bool = False):
-    """LIF neurons driven by ``I_int = g_E (I_EE - I_EI) / I_sh~ + b_E``, all T steps in one kernel.
+    """LIF neurons driven by ``I_int = g_E d / I_sh~ + b_E``, all T steps in one kernel.
 
-    ``currents``: ``sj_ei.EICurrents(i_ee, i_ei, i_sh [T, N, C, *S], gain_e, bias [C])`` on a
+    ``currents``: ``sj_ei.EICurrents(d, i_sh [T, N, C, *S], gain_e, bias [C])`` on a
     CUDA device; ``v_init``: float or tensor broadcastable to ``[N, C, *S]``.  Returns float32
     ``(spikes [T, N, C, *S], v_seq [T, N, C, *S] or None, v_last [N, C, *S])``, differentiable.
     """
-    i_ee, i_ei, i_sh, gain_e, bias = currents
-    require_cupy(i_ee)
-    v_init = _as_tensor(v_init, i_ee)
-    shapes = {tuple(t.shape) for t in (i_ee, i_ei, i_sh)}
-    if len(shapes) != 1 or i_ee.dim() < 3:
-        raise ValueError('fused_ei_lif: i_ee, i_ei, i_sh must all have the shape [T, N, C, *S], got '
-                         f'{tuple(i_ee.shape)}, {tuple(i_ei.shape)}, {tuple(i_sh.shape)}')
-    C = i_ee.shape[2]
+    d, i_sh, gain_e, bias = currents
+    require_cupy(d)
+    v_init = _as_tensor(v_init, d)
+    if d.shape != i_sh.shape or d.dim() < 3:
+        raise ValueError('fused_ei_lif: d and i_sh must both have the shape [T, N, C, *S], got '
+                         f'{tuple(d.shape)} and {tuple(i_sh.shape)}')
+    C = d.shape[2]
     if tuple(gain_e.shape) != (C,) or tuple(bias.shape) != (C,):
         raise ValueError(f'fused_ei_lif: gain_e and bias must have the shape [C] = [{C}], '
                          f'got {tuple(gain_e.shape)} and {tuple(bias.shape)}')
-    _check_common('fused_ei_lif', (i_ee, i_ei, i_sh, gain_e, bias), v_init, i_ee.shape[1:], config)
-    save = _save(i_ee, i_ei, i_sh, gain_e, bias, v_init)
-    return _FusedEILIF.apply(i_ee, i_ei, i_sh, gain_e, bias, v_init, config, bool(store_v_seq), save)
+    _check_common('fused_ei_lif', (d, i_sh, gain_e, bias), v_init, d.shape[1:], config)
+    save = _save(d, i_sh, gain_e, bias, v_init)
+    return _FusedEILIF.apply(d, i_sh, gain_e, bias, v_init, config, bool(store_v_seq), save)
 
 
 def fused_lif(x_seq: torch.Tensor, v_init, config: LIFConfig, store_v_seq: bool = False):

@@ -55,8 +55,8 @@ def train_and_record(steps: int, batch: int = 32, seed: int = 0, device=torch.de
     record, losses = {}, []
 
     def keep(name):
-        def hook(module, inputs, currents):  # the block's layer hands EICurrents to its EILIFNode
-            currents.i_ee.register_hook(lambda g: record.setdefault(name, []).append(g.detach().abs().flatten()))
+        def hook(module, inputs, currents):  # the block's layer hands EICurrents to its EILIFNode; dL/dd = dL/dI_EE
+            currents.d.register_hook(lambda g: record.setdefault(name, []).append(g.detach().abs().flatten()))
         return hook
     for name, m in model.named_modules():
         if isinstance(m, sj_ei.EIBlock):

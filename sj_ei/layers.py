@@ -68,8 +68,9 @@ class EILayer(nn.Module, base.StepModule):
         self.output, self.division = 'current', None
         self.fan_in = math.prod(weight_tail)
         self.i_population = i_population if i_population is not None else IPopulation()
-        self.weight_ee = nn.Parameter(torch.empty(self.n_e, *weight_tail))
-        self.weight_ie = nn.Parameter(torch.empty(self.n_i, *weight_tail))
+        projection = torch.empty(self.n_e + self.n_i, *weight_tail)  # one storage: read whole by project
+        self.weight_ee = nn.Parameter(projection[:self.n_e])
+        self.weight_ie = nn.Parameter(projection[self.n_e:])
         self.weight_ei = nn.Parameter(torch.empty(self.n_e, self.n_i))
         if not readout:
             self.gain_i = nn.Parameter(torch.empty(self.n_i))
@@ -101,6 +102,11 @@ class EILayer(nn.Module, base.StepModule):
     def project(self, x: torch.Tensor) -> torch.Tensor:
         """``W_EE x`` and ``W_IE x`` in one product: ``[N, ...] -> [N, n_E + n_I, ...]``."""
         raise NotImplementedError
+
+    def _apply(self, fn, *args, **kwargs):
+        super()._apply(fn, *args, **kwargs)
+        circuit.pack_(self.weight_ee, self.weight_ie)  # .to(), .cuda(), .double() move each apart
+        return self
 
     def forward(self, x: torch.Tensor):
         self._check_input(x)

@@ -2,11 +2,11 @@
 
 Forward, per step (spikingjelly ``LIFNode``, operation by operation, so spikes are equal)::
 
-    I_int[t] = b_E + (I_EE[t] - I_EI[t]) g_E / I_sh~[t]     (EICurrents input only; sj_ei.currents.integrate)
+    I_int[t] = b_E + d[t] g_E / I_sh~[t]     (EICurrents input only, d = I_EE - I_EI; sj_ei.currents.integrated)
     H[t] = charge(V[t-1], I_int[t]);  S[t] = Heaviside(H[t] - v_th);  V[t] = reset(H[t], S[t])
 
-For the backward it keeps ``H`` (for EICurrents input: ``I_EE - I_EI`` and ``I_sh~``, from which
-the backward replays ``H`` exactly).  The backward runs the surrogate gradient back through time
+For the backward it keeps ``H`` (for EICurrents input: ``d`` and ``I_sh~``, from which the backward
+replays ``H`` exactly).  The backward runs the surrogate gradient back through time
 in one loop and writes each gradient once: no ``[T, ...]`` gradient is zero-filled per step, as
 indexing ``x_seq[t]`` under autograd does in spikingjelly's torch LIF.  Without gradients
 nothing is kept.
@@ -19,7 +19,7 @@ from typing import Optional, Union
 import torch
 from spikingjelly.activation_based import surrogate as sj_surrogate
 
-from .currents import EICurrents, channel_view
+from .currents import EICurrents, channel_view, integrate_backward_, integrated
 
 SURROGATES = {'sigmoid': 'Sigmoid', 'atan': 'ATan'}  # LIFConfig.surrogate -> spikingjelly surrogate class
 _OTHER_NEURON = "or put another spikingjelly neuron after the E-I layer (sj_ei.EIBlock then uses the layer's I_int)"
@@ -104,13 +104,14 @@ def _run(inputs, v_init: torch.Tensor, config: LIFConfig, T: int, keep_h: bool, 
     return spikes, v_last, h_seq
 
 
-def _replay_(x_seq: torch.Tensor, v_init: torch.Tensor, config: LIFConfig) -> torch.Tensor:
+def _replay_(x_seq: torch.Tensor, v_init: Optional[torch.Tensor], config: LIFConfig) -> torch.Tensor:
     """``H [T, ...]`` of the forward loop, recomputed exactly from ``I_int`` ``x_seq`` (so are its
-    spikes), written over ``x_seq``."""
-    v, spike, scratch = v_init, torch.empty_like(v_init), torch.empty_like(v_init)
+    spikes), written over ``x_seq``.  ``v_init`` None: every neuron starts at 0 without input decay,
+    so ``H[0] = I_int[0]`` (charging from 0 adds 0)."""
+    v, spike, scratch = v_init, torch.empty_like(x_seq[0]), torch.empty_like(x_seq[0])
     for t in range(x_seq.shape[0]):
-        h = _charge(v, x_seq[t], config, x_seq[t], scratch)
-        v = torch.empty_like(v_init) if v is v_init else v
+        h = x_seq[t] if v is None else _charge(v, x_seq[t], config, x_seq[t], scratch)
+        v = torch.empty_like(spike) if v is None or v is v_init else v
         torch.ge(h, config.v_threshold, out=spike)
         _reset(h, spike, config, v)
     return x_seq
@@ -193,68 +194,54 @@ class _LIF(torch.autograd.Function):
         return grad_x.to(ctx.x_dtype), grad_v if ctx.needs_input_grad[1] else None, None, None
 
 
-def _integrator(i_ee, i_ei, i_sh, gain_e, bias, like: torch.Tensor, d_seq: Optional[torch.Tensor]):
-    """``t -> I_int[t]`` (``sj_ei.currents.integrate`` of step ``t``, in the dtype of ``like [N, C, *S]``,
-    into one reused buffer), writing ``I_EE[t] - I_EI[t]`` into ``d_seq[t]`` if given."""
+def _integrator(d, i_sh, gain_e, bias, like: torch.Tensor):
+    """``t -> I_int[t]`` (``sj_ei.currents.integrated`` of step ``t``, in the dtype of ``like [N, C, *S]``,
+    into one reused buffer)."""
     dtype = like.dtype
     gain, bias_c = (channel_view(p.to(dtype), like, 1) for p in (gain_e, bias))
-    d, x = torch.empty_like(like), torch.empty_like(like)
-
-    def inputs(t):
-        difference = d if d_seq is None else d_seq[t]
-        torch.sub(i_ee[t].to(dtype), i_ei[t].to(dtype), out=difference)
-        torch.mul(difference, gain, out=x)
-        return torch.addcdiv(bias_c, x, i_sh[t].to(dtype), out=x)
-    return inputs
+    x = torch.empty_like(like)
+    return lambda t: integrated(d[t].to(dtype), i_sh[t].to(dtype), gain, bias_c, out=x)
 
 
 class _EILIF(torch.autograd.Function):
-    """``(i_ee, i_ei, i_sh [T, N, C, *S], gain_e, bias [C], v_init [N, C, *S]) -> (spikes, v_last[, v_seq])``.
+    """``(d, i_sh [T, N, C, *S], gain_e, bias [C], v_init [N, C, *S]) -> (spikes, v_last[, v_seq])``.
 
-    Saves ``I_EE - I_EI`` and ``I_sh~`` (and ``v_init`` unless it is the float ``rest``, every
-    neuron at rest): the
-    backward recomputes ``I_int`` and replays the membrane exactly, so an E population saves as
-    much as the composable path's ``I_int`` and LIF, and nothing per step."""
+    Saves nothing but its inputs ``d = I_EE - I_EI`` and ``I_sh~`` (and ``v_init`` unless it is the
+    float ``rest``, every neuron at rest): the backward recomputes ``I_int`` and replays the
+    membrane exactly, so an E population saves as much as the composable path's ``I_int`` and
+    LIF, and nothing per step."""
 
     @staticmethod
-    def forward(ctx, i_ee, i_ei, i_sh, gain_e, bias, v_init, config, store_v_seq, rest):
+    def forward(ctx, d, i_sh, gain_e, bias, v_init, config, store_v_seq, rest):
         ctx.set_materialize_grads(False)
-        T = i_ee.shape[0]
-        d_seq = v_init.new_empty((T, *v_init.shape))
+        T = d.shape[0]
         v_seq = v_init.new_empty((T, *v_init.shape)) if store_v_seq else None
-        inputs = _integrator(i_ee, i_ei, i_sh, gain_e, bias, v_init, d_seq)
-        spikes, v_last, _ = _run(inputs, v_init, config, T, False, v_seq)
-        ctx.save_for_backward(d_seq, i_sh, gain_e, bias, None if rest is not None else v_init)
-        ctx.config, ctx.dtypes, ctx.rest = config, (i_ee.dtype, i_ei.dtype), rest
+        spikes, v_last, _ = _run(_integrator(d, i_sh, gain_e, bias, v_init), v_init, config, T, False, v_seq)
+        ctx.save_for_backward(d, i_sh, gain_e, bias, None if rest is not None else v_init)
+        ctx.config, ctx.rest, ctx.dtype = config, rest, v_init.dtype
         return (spikes, v_last, v_seq) if store_v_seq else (spikes, v_last)
 
     @staticmethod
     def backward(ctx, grad_spikes, grad_v_last, grad_v_seq=None):
-        d_seq, i_sh, gain_e, bias, v_init = ctx.saved_tensors
-        if v_init is None:  # every neuron started at rest: not kept
-            v_init = torch.full_like(d_seq[0], ctx.rest)
-        ee_dtype, ei_dtype = ctx.dtypes
-        gain, bias_c = (channel_view(p.to(d_seq.dtype), d_seq, 2) for p in (gain_e, bias))
-        x_seq = torch.mul(d_seq, gain)                                 # one buffer: I_int, then H, then dL/dI_int
-        h_seq = _replay_(torch.addcdiv(bias_c, x_seq, i_sh, out=x_seq), v_init, ctx.config)
+        d, i_sh, gain_e, bias, v_init = ctx.saved_tensors
+        dtype = ctx.dtype
+        if v_init is None and (ctx.rest != 0.0 or ctx.config.decay_input):  # at rest: not kept
+            v_init = torch.full(d.shape[1:], ctx.rest, dtype=dtype, device=d.device)
+        d32, sh32 = d.to(dtype), i_sh.to(dtype)
+        gain, bias_c = (channel_view(p.to(dtype), d32, 2) for p in (gain_e, bias))
+        x_seq = integrated(d32, sh32, gain, bias_c, out=torch.empty_like(d32))  # I_int, then H, then dL/dI_int
+        h_seq = _replay_(x_seq, v_init, ctx.config)
         grad_x, grad_v = _backward_through_time(h_seq, grad_spikes, grad_v_last, grad_v_seq, ctx.config, True)
-        del x_seq, h_seq
-        per_channel = (0, 1, *range(3, grad_x.dim()))
-        grad_bias = grad_x.sum(per_channel).to(bias.dtype)
-        grad_sh = torch.div(d_seq, i_sh).mul_(grad_x)                  # dL/dI_int (I_EE - I_EI) / I_sh~ ...
-        grad_gain = grad_sh.sum(per_channel).to(gain_e.dtype)
-        grad_sh.mul_(gain).div_(i_sh).neg_()                           # ... times -g_E / I_sh~: dL/dI_sh~
-        grad_ee = grad_x.mul_(gain).div_(i_sh)                         # in the buffer of dL/dI_int
-        grad_ei = torch.neg(grad_ee)
-        return (grad_ee.to(ee_dtype), grad_ei.to(ei_dtype), grad_sh.to(i_sh.dtype), grad_gain, grad_bias,
-                grad_v if ctx.needs_input_grad[5] else None, None, None, None)
+        grad_d, grad_sh, grad_gain, grad_bias = integrate_backward_(grad_x, d32, sh32, gain, 2)
+        return (grad_d.to(d.dtype), grad_sh.to(i_sh.dtype), grad_gain.to(gain_e.dtype), grad_bias.to(bias.dtype),
+                grad_v if ctx.needs_input_grad[4] else None, None, None, None)
 
 
 def lif(x: Union[torch.Tensor, EICurrents], v_init: Union[float, torch.Tensor], config: LIFConfig,
         store_v_seq: bool = False):
     """LIF neurons over all T steps: ``(spikes [T, ...], v_last [...], v_seq [T, ...] or None)``.
 
-    ``x``: ``I_int [T, N, ...]``, or ``EICurrents`` with currents ``[T, N, C, *S]`` and ``gain_e``,
+    ``x``: ``I_int [T, N, ...]``, or ``EICurrents`` with ``d``, ``i_sh`` ``[T, N, C, *S]`` and ``gain_e``,
     ``bias [C]`` (integrated on the fly).  ``v_init``: a float (every neuron at rest) or ``[N, ...]``.
     Differentiable in every tensor (spikes through the surrogate).  Spikes and potentials are
     float32 (float64 for float64 input).
@@ -263,8 +250,8 @@ def lif(x: Union[torch.Tensor, EICurrents], v_init: Union[float, torch.Tensor], 
         raise TypeError(f'sj_ei.lif: config must be an sj_ei.lif.LIFConfig (e.g. LIFConfig.of(node)), '
                         f'got {type(config).__name__}')
     currents = isinstance(x, EICurrents)
-    head = x.i_ee if currents else x
-    dtype = _compute_dtype(*(x[:3] if currents else (x,)))
+    head = x.d if currents else x
+    dtype = _compute_dtype(*(x[:2] if currents else (x,)))
     step = head.shape[1:]
     rest = None if isinstance(v_init, torch.Tensor) else float(v_init)
     if rest is None:
@@ -278,7 +265,7 @@ def lif(x: Union[torch.Tensor, EICurrents], v_init: Union[float, torch.Tensor], 
     tensors = (*x, v_init) if currents else (x, v_init)
     if not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors)):  # evaluation: keep nothing
         v_seq = v_init.new_empty((T, *step)) if store_v_seq else None
-        inputs = (_integrator(*x, v_init, None) if currents else (lambda t: x[t].to(dtype)))
+        inputs = (_integrator(*x, v_init) if currents else (lambda t: x[t].to(dtype)))
         spikes, v_last, _ = _run(inputs, v_init, config, T, False, v_seq)
         return spikes, v_last, v_seq
     if currents:

@@ -31,13 +31,14 @@ SHAPES = {'cifar': (4, 128, 64, 32, 32), 'dvs': (16, 32, 64, 48, 48)}
 
 
 def currents(shape, device, seed=0) -> EICurrents:
-    """Currents as an E-I layer hands them over: ``I_EE``, ``I_EI`` >= 0 near balance, ``I_sh~ > 0``."""
+    """Currents as an E-I layer hands them over: ``d = I_EE - I_EI`` near balance (``I_EE`` in [0, 1),
+    ``I_EI`` within 20% of it, so ``|d| <= 0.2``), ``I_sh~ > 0``."""
     g = torch.Generator(device=device).manual_seed(seed)
     i_ee = torch.rand(shape, generator=g, device=device)
-    i_ei = i_ee * (0.8 + 0.4 * torch.rand(shape, generator=g, device=device))
+    d = i_ee * (0.2 - 0.4 * torch.rand(shape, generator=g, device=device))
     i_sh = 0.05 + torch.rand(shape, generator=g, device=device)
     C = shape[2]
-    return EICurrents(*(t.requires_grad_() for t in (i_ee, i_ei, i_sh)),
+    return EICurrents(*(t.requires_grad_() for t in (d, i_sh)),
                       torch.full((C,), 4.0, device=device, requires_grad=True), torch.zeros(C, device=device,
                                                                                              requires_grad=True))
 

@@ -169,7 +169,7 @@ def _division_kind(layer: EILayer) -> str:
 
 
 def _layer_parts(output) -> torch.Tensor:
-    """The E-I layer output as a tensor (``I_int``, or ``i_ee`` of an ``EICurrents``)."""
+    """The E-I layer output as a tensor (``I_int``, or ``d`` of an ``EICurrents``)."""
     return output[0] if isinstance(output, tuple) else output
 
 

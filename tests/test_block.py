@@ -86,14 +86,14 @@ def test_store_v_seq_records_the_potentials_on_the_fused_path():
 
 
 def test_under_autocast_the_fused_block_integrates_in_float32():
-    """Under autocast the currents may come in 16 bits; the spikes are float32, those of
-    spikingjelly's LIFNode on the float32 integration of the very currents the layer handed over."""
+    """Under autocast the projection is 16-bit, the currents the layer hands over are float32 (its
+    circuit computes in float32), and the spikes are those of spikingjelly's LIFNode on their integration."""
     fused = block('fused-torch')
     handed = []
     fused.layer.register_forward_hook(lambda m, i, out: handed.append(out))
     with torch.autocast('cpu', dtype=torch.bfloat16):
         spikes = fused(moving_bar(4, 2, seed=1))
     c = handed[0]
-    assert spikes.dtype == torch.float32 and c.i_ee.dtype == torch.bfloat16
-    want = sj_ei.e_population(step_mode='m')(integrate(EICurrents(*(t.float() for t in c[:3]), *c[3:]), 2))
+    assert spikes.dtype == c.d.dtype == c.i_sh.dtype == torch.float32
+    want = sj_ei.e_population(step_mode='m')(integrate(c, 2))
     assert torch.equal(spikes, want) and 0 < spikes.mean() < 1

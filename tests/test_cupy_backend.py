@@ -165,11 +165,11 @@ def stabilized(raw: torch.Tensor) -> torch.Tensor:
 
 
 def currents(T, shape, seed, device='cpu'):
-    """``(i_ee, i_ei, i_sh~, gain_e, bias)`` for ``[T, *shape]`` on ``device``, as an E-I layer makes them.
+    """``(d, i_sh~, gain_e, bias)`` for ``[T, *shape]`` on ``device``, as an E-I layer makes them.
 
-    ``i_ee`` is a channel slice of a larger tensor (the layer's one projection of E and I
-    channels).  Half of the values, and those of even channels' ``g_E``, ``b_E``, are dyadic
-    (exact in float32 throughout), and where all are, in half of the places, ``I_EE`` is chosen
+    ``d = I_EE - I_EI`` is a channel slice of a larger tensor (a strided view, as the kernels
+    may be handed).  Half of the values, and those of even channels' ``g_E``, ``b_E``, are dyadic
+    (exact in float32 throughout), and where all are, in half of the places, ``d`` is chosen
     so that ``I_int`` is exactly 1: the paper's neurons at rest land exactly on the threshold.
     ``i_sh`` has exact zeros and one silent sample (t=0, b=0) before the stabilization.
     """
@@ -184,9 +184,9 @@ def currents(T, shape, seed, device='cpu'):
     dyadic = rand(*size) < 0.5
     dyadic[:, -1, 0] = True
     y = rand(T, N, C + max(C // 4, 1), *S) * 3
-    i_ee = y[:, :, :C]
-    i_ee[dyadic] = (randint(0, 12, *size) / 4)[dyadic]
-    i_ei = torch.where(dyadic, randint(0, 4, *size) / 4, rand(*size))
+    d = y[:, :, :C]
+    d[dyadic] = (randint(0, 12, *size) / 4)[dyadic]
+    d -= torch.where(dyadic, randint(0, 4, *size) / 4, rand(*size))  # I_EE - I_EI
     raw = torch.where(dyadic, 2.0 ** randint(-1, 2, *size), rand(*size) + 0.1)
     zero = rand(*size) < 0.1
     zero[:, -1, 0] = False
@@ -196,12 +196,12 @@ def currents(T, shape, seed, device='cpu'):
     per_channel = (C,) + (1,) * len(S)
     at_one = dyadic & even.view(per_channel) & (raw != 0) & (rand(*size) < 0.5)
     at_one[:, -1, 0] = True
-    i_ee[at_one] = (i_ei + (1 - bias.view(per_channel)) * raw / gain_e.view(per_channel))[at_one]
-    return (y.to(device)[:, :, :C], *(t.to(device) for t in (i_ei, i_sh, gain_e, bias)))
+    d[at_one] = ((1 - bias.view(per_channel)) * raw / gain_e.view(per_channel))[at_one]
+    return (y.to(device)[:, :, :C], *(t.to(device) for t in (i_sh, gain_e, bias)))
 
 
 def inputs_for(kind, T, shape, seed, device='cpu'):
-    """The kernel's tensor inputs: the five of ``EICurrents`` ('ei'), or ``(x_seq,)`` ('plain'),
+    """The kernel's tensor inputs: the four of ``EICurrents`` ('ei'), or ``(x_seq,)`` ('plain'),
     the current an E-I layer integrates (with its values exactly at the threshold)."""
     ei = currents(T, shape, seed)
     if kind == 'ei':
@@ -220,10 +220,10 @@ def lif(config: LIFConfig, **kwargs) -> neuron.LIFNode:
 def forward(how, config, inputs, v_init, store_v_seq):
     """``(spikes, v_seq or None, v_last)`` of the torch path ('torch') or the kernels ('kernel')."""
     if how == 'kernel':
-        if len(inputs) == 5:
+        if len(inputs) == 4:
             return cupy_backend.fused_ei_lif(EICurrents(*inputs), v_init, config, store_v_seq)
         return cupy_backend.fused_lif(inputs[0], v_init, config, store_v_seq)
-    x_seq = integrate(EICurrents(*inputs), channel_dim=2) if len(inputs) == 5 else inputs[0]
+    x_seq = integrate(EICurrents(*inputs), channel_dim=2) if len(inputs) == 4 else inputs[0]
     node = lif(config, store_v_seq=store_v_seq)
     if isinstance(v_init, torch.Tensor):
         node.v = v_init
@@ -291,17 +291,16 @@ def test_kernels_match_the_torch_path(grid, config, kind, shape, case):
     assert_grads_close(got_grads, want_grads)
     assert grid.kinds() == [[kind, 'forward'], [kind, 'backward']]
     if kind == 'ei':
-        silent = inputs[2].cpu().isinf()
-        assert silent[0, 0].all() and got_grads[0][silent].eq(0).all() and got_grads[2][silent].eq(0).all()
+        silent = inputs[1].cpu().isinf()
+        assert silent[0, 0].all() and got_grads[0][silent].eq(0).all() and got_grads[1][silent].eq(0).all()
     if config == PAPER and v_start == 'rest':
         h_seq = grid.made[0][1]['h_seq']
         assert (h_seq == config.v_threshold).any(), 'no membrane potential landed on the threshold'
 
 
 def test_membrane_exactly_at_threshold_fires_in_both(grid):
-    """H = 0.5 * 0 + (1.5 - 0.5) / 1 = 1.0 exactly: both fire, and again after the soft reset to 0."""
-    i_ee, i_ei, i_sh = torch.full((3, 1, 2), 1.5), torch.full((3, 1, 2), 0.5), torch.ones(3, 1, 2)
-    inputs = (i_ee, i_ei, i_sh, torch.ones(2), torch.zeros(2))
+    """H = 0.5 * 0 + 1 / 1 = 1.0 exactly: both fire, and again after the soft reset to 0."""
+    inputs = (torch.ones(3, 1, 2), torch.ones(3, 1, 2), torch.ones(2), torch.zeros(2))
     weights = [torch.ones(3, 1, 2), torch.ones(1, 2)]
     (spikes, _, v_last), _ = run('torch', PAPER, inputs, 0.0, weights, False)
     (k_spikes, _, k_v_last), _ = run('kernel', PAPER, [t.to(grid.device) for t in inputs], 0.0,
@@ -321,7 +320,7 @@ def test_16_bit_currents_are_integrated_in_float32(grid, config, kind, dtype):
     T, shape = 4, SHAPES['conv']
     low = getattr(torch, dtype) if dtype != 'mixed' else torch.float16
     inputs = inputs_for(kind, T, shape, seed=7, device=grid.device)
-    inputs = [t.to(low) if t.dim() > 1 and (dtype != 'mixed' or i < 2) else t for i, t in enumerate(inputs)]
+    inputs = [t.to(low) if t.dim() > 1 and (dtype != 'mixed' or i < 1) else t for i, t in enumerate(inputs)]
     g = torch.Generator().manual_seed(8)
     v_init = torch.randn(shape, generator=g)
     weights = [torch.randn((T, *shape), generator=g), torch.randn(shape, generator=g)]
@@ -524,7 +523,7 @@ def test_cupy_without_a_gpu_is_one_clear_error():
     with pytest.raises(cupy_backend.CupyUnavailableError,
                        match=r"backend 'cupy' needs CUDA tensors, but this machine has no CUDA GPU; "
                              r"use backend='torch' .* or move the network and its input to a CUDA device"):
-        cupy_backend.fused_ei_lif(EICurrents(x, x, x, torch.ones(3), torch.zeros(3)), 0.0, PAPER)
+        cupy_backend.fused_ei_lif(EICurrents(x, x, torch.ones(3), torch.zeros(3)), 0.0, PAPER)
     with pytest.raises(cupy_backend.CupyUnavailableError, match="backend 'cupy' needs CUDA tensors"):
         cupy_backend.fused_lif(x, 0.0, PAPER)
 
@@ -578,19 +577,19 @@ def test_every_extra_the_hint_names_exists_and_installs_that_cupy(monkeypatch):
 
 
 def test_bad_arguments_are_one_clear_error(grid):
-    i_ee, i_ei, i_sh, gain_e, bias = currents(2, SHAPES['linear'], seed=0, device=grid.device)
+    d, i_sh, gain_e, bias = currents(2, SHAPES['linear'], seed=0, device=grid.device)
     with pytest.raises(ValueError, match=r'gain_e and bias must have the shape \[C\] = \[10\]'):
-        cupy_backend.fused_ei_lif(EICurrents(i_ee, i_ei, i_sh, gain_e[:3], bias), 0.0, PAPER)
-    with pytest.raises(ValueError, match=r'i_ee, i_ei, i_sh must all have the shape \[T, N, C, \*S\]'):
-        cupy_backend.fused_ei_lif(EICurrents(i_ee, i_ei[:1], i_sh, gain_e, bias), 0.0, PAPER)
+        cupy_backend.fused_ei_lif(EICurrents(d, i_sh, gain_e[:3], bias), 0.0, PAPER)
+    with pytest.raises(ValueError, match=r'd and i_sh must both have the shape \[T, N, C, \*S\]'):
+        cupy_backend.fused_ei_lif(EICurrents(d, i_sh[:1], gain_e, bias), 0.0, PAPER)
     with pytest.raises(ValueError, match=r'v_init of shape \(5, 10\) does not fit .*reset_net'):
-        cupy_backend.fused_ei_lif(EICurrents(i_ee, i_ei, i_sh, gain_e, bias), torch.zeros(5, 10, device=grid.device),
+        cupy_backend.fused_ei_lif(EICurrents(d, i_sh, gain_e, bias), torch.zeros(5, 10, device=grid.device),
                                   PAPER)
     with pytest.raises(TypeError, match="use backend='torch' for other dtypes"):
-        cupy_backend.fused_lif(i_ee.double(), 0.0, PAPER)
+        cupy_backend.fused_lif(d.double(), 0.0, PAPER)
     with pytest.raises(TypeError, match=r'config must be an sj_ei.lif.LIFConfig \(e.g. LIFConfig.of\(node\)\)'):
-        cupy_backend.fused_lif(i_ee, 0.0, {'tau': 2.0})
+        cupy_backend.fused_lif(d, 0.0, {'tau': 2.0})
     with pytest.raises(ValueError, match=r'x_seq must have the shape \[T, N, \*F\]'):
-        cupy_backend.fused_lif(i_ee[0, 0, 0], 0.0, PAPER)
+        cupy_backend.fused_lif(d[0, 0, 0], 0.0, PAPER)
     assert grid.made == []
 

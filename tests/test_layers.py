@@ -5,6 +5,7 @@ import torch
 from torch.autograd import gradcheck
 
 import sj_ei
+from sj_ei import circuit
 from sj_ei.circuit import project
 from sj_ei.currents import integrate
 
@@ -141,7 +142,7 @@ def test_gradcheck_of_the_currents(kind):
     names = [n for n, _ in layer.named_parameters()]
 
     def forward(x, *params):
-        return torch.func.functional_call(layer, dict(zip(names, params)), (x,))[:3]
+        return torch.func.functional_call(layer, dict(zip(names, params)), (x,))[:2]
 
     assert gradcheck(forward, (x, *layer.parameters()), fast_mode=True)
 
@@ -245,3 +246,21 @@ def test_without_dales_law_only_exact_zeros_are_replaced():
     expected, _ = spec_forward(layer, x)
     out = layer(x)
     torch.testing.assert_close(out.double(), expected.detach(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('kind', ['conv', 'linear'])
+def test_the_projection_weights_share_one_storage_and_are_read_whole(kind):
+    """``weight_ee`` and ``weight_ie`` stay two parameters (state_dict keys, optimizers, Dale's law)
+    in one storage, so each forward reads ``[W_EE; W_IE]`` without concatenating them; moving the
+    layer (``.double()``, ``.to``) keeps it so, and separate tensors (a ``functional_call``) are
+    concatenated instead, with the same result."""
+    layer, x = make_layer(kind, readout=False)
+    stacked = lambda l: circuit._stacked(l.weight_ee, l.weight_ie)
+    assert stacked(layer).data_ptr() == layer.weight_ee.data_ptr()
+    layer.double()
+    assert stacked(layer).data_ptr() == layer.weight_ee.data_ptr() and layer.weight_ie.dtype == torch.float64
+    layer.float()
+    out = layer(x)
+    params = {name: p.detach().clone() for name, p in layer.named_parameters()}
+    assert torch.equal(torch.func.functional_call(layer, params, (x,)), out)
+    assert list(layer.state_dict())[:2] == ['weight_ee', 'weight_ie']

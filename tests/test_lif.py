@@ -49,7 +49,7 @@ def layer_currents(T: int = 4, B: int = 2, seed: int = 0) -> EICurrents:
         layer.bias.uniform_(-0.3, 0.3)
         layer.output = 'currents'
         c = layer(x)
-    return EICurrents(*c[:3], layer.gain_e.detach(), layer.bias.detach())
+    return EICurrents(*c[:2], layer.gain_e.detach(), layer.bias.detach())
 
 
 def config_of(settings: dict, kind: str, alpha: float) -> LIFConfig:
@@ -63,7 +63,7 @@ def loss_weights(shape, seed):
 
 def reference(c: EICurrents, settings, sg, v0, plain: bool):
     """spikingjelly: ``LIFNode`` on ``integrate(c)`` (or on the given ``I_int`` when ``plain``)."""
-    leaves = [t.clone().requires_grad_() for t in ((c.i_ee,) if plain else c)]
+    leaves = [t.clone().requires_grad_() for t in ((c.d,) if plain else c)]
     node = neuron.LIFNode(surrogate_function=sg, step_mode='m', store_v_seq=True, **settings)
     v = node.v = v0.clone().requires_grad_() if isinstance(v0, torch.Tensor) else v0
     spikes = node(leaves[0] if plain else integrate(EICurrents(*leaves), 2))
@@ -71,7 +71,7 @@ def reference(c: EICurrents, settings, sg, v0, plain: bool):
 
 
 def fused(c: EICurrents, config, v0, plain: bool):
-    leaves = [t.clone().requires_grad_() for t in ((c.i_ee,) if plain else c)]
+    leaves = [t.clone().requires_grad_() for t in ((c.d,) if plain else c)]
     v = v0.clone().requires_grad_() if isinstance(v0, torch.Tensor) else v0
     spikes, v_last, v_seq = lif(leaves[0] if plain else EICurrents(*leaves), v, config, store_v_seq=True)
     return spikes, v_last, v_seq, leaves + [v]
@@ -96,8 +96,8 @@ def test_spikes_equal_spikingjellys_lif_and_gradients_agree(name, kind, v_start,
         c = EICurrents(integrate(c, 2), *c[1:])
     sg = SURROGATES[kind]()
     rest = settings['v_reset'] or 0.0
-    v0 = rest if v_start == 'rest' else torch.randn(c.i_ee.shape[1:], generator=torch.Generator().manual_seed(1))
-    weights = loss_weights(c.i_ee.shape, seed=2)
+    v0 = rest if v_start == 'rest' else torch.randn(c.d.shape[1:], generator=torch.Generator().manual_seed(1))
+    weights = loss_weights(c.d.shape, seed=2)
 
     spikes, v_last, v_seq, leaves = reference(c, settings, sg, v0, plain)
     f_spikes, f_v_last, f_v_seq, f_leaves = fused(c, config_of(settings, kind, sg.alpha), v0, plain)
@@ -116,19 +116,19 @@ def test_a_silent_sample_outputs_the_bias_and_passes_no_current_gradient():
     c = layer_currents()
     i_sh = c.i_sh.clone()
     i_sh[:, 0] = torch.inf
-    c = EICurrents(c.i_ee, c.i_ei, i_sh, c.gain_e, c.bias)
+    c = c._replace(i_sh=i_sh)
     spikes, v_last, _, leaves = fused(c, config_of(LIF_SETTINGS['paper'], 'sigmoid', 4.0), 0.0, plain=False)
     ref, _, _, _ = reference(c, LIF_SETTINGS['paper'], surrogate.Sigmoid(), 0.0, plain=False)
     assert torch.equal(spikes, ref)
     spikes.sum().backward()
-    assert leaves[0].grad[:, 0].eq(0).all() and leaves[2].grad[:, 0].eq(0).all()
+    assert leaves[0].grad[:, 0].eq(0).all() and leaves[1].grad[:, 0].eq(0).all()
     assert leaves[0].grad[:, 1].ne(0).any()
 
 
 def test_membrane_exactly_at_threshold_fires():
-    """``H = 0.5 * 0 + 0.5 + (1.5 - 0.5) * 1 / 2 = 1`` exactly: a spike, then a soft reset to 0."""
+    """``H = 0.5 * 0 + 0.5 + 1 * 1 / 2 = 1`` exactly: a spike, then a soft reset to 0."""
     full = lambda value: torch.full((3, 1, 2), value)
-    c = EICurrents(full(1.5), full(0.5), full(2.0), torch.ones(2), torch.full((2,), 0.5))
+    c = EICurrents(full(1.0), full(2.0), torch.ones(2), torch.full((2,), 0.5))
     spikes, v_last, _ = lif(c, 0.0, config_of(LIF_SETTINGS['paper'], 'sigmoid', 4.0))
     assert spikes.eq(1).all() and v_last.eq(0).all()
 
@@ -143,7 +143,7 @@ def test_single_step_mode_equals_multi_step_mode():
         if mode == 'm':
             spikes = node(EICurrents(*leaves))
         else:
-            spikes = torch.stack([node(EICurrents(*(x[t] for x in leaves[:3]), *leaves[3:])) for t in range(5)])
+            spikes = torch.stack([node(EICurrents(*(x[t] for x in leaves[:2]), *leaves[2:])) for t in range(5)])
         weights = loss_weights(spikes.shape, seed=3)
         ((spikes * weights[0]).sum() + (node.v * weights[1]).sum()).backward()
         runs.append((spikes.detach(), node.v.detach(), [t.grad for t in leaves]))
@@ -156,14 +156,14 @@ def test_sixteen_bit_currents_are_integrated_in_float32():
     """Under autocast the currents may come in bfloat16: spikes and potentials are float32 and those
     of the float32 path on the same values; the gradients come back in the currents' dtypes."""
     c = layer_currents()
-    low = EICurrents(*(t.to(torch.bfloat16) for t in c[:3]), c.gain_e, c.bias)
+    low = EICurrents(*(t.to(torch.bfloat16) for t in c[:2]), c.gain_e, c.bias)
     config = config_of(LIF_SETTINGS['paper'], 'sigmoid', 4.0)
     spikes, v_last, _, leaves = fused(low, config, 0.0, plain=False)
-    want, want_v, _, _ = fused(EICurrents(*(t.float() for t in low[:3]), c.gain_e, c.bias), config, 0.0, plain=False)
+    want, want_v, _, _ = fused(EICurrents(*(t.float() for t in low[:2]), c.gain_e, c.bias), config, 0.0, plain=False)
     assert spikes.dtype == v_last.dtype == torch.float32
     assert torch.equal(spikes, want) and torch.equal(v_last, want_v)
     spikes.sum().backward()
-    assert [t.grad.dtype for t in leaves[:5]] == [torch.bfloat16] * 3 + [torch.float32] * 2
+    assert [t.grad.dtype for t in leaves[:4]] == [torch.bfloat16] * 2 + [torch.float32] * 2
 
 
 def test_without_gradients_nothing_is_kept_and_the_values_are_the_same():
