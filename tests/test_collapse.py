@@ -122,7 +122,7 @@ def test_a_collapsing_run_stops_with_one_error_and_keeps_its_checkpoints(tmp_pat
     """A learning rate 200x the quick start's silences the last E population within two epochs."""
     run = tmp_path / 'run'
     status, out, err = run_trainer(['-cfg', ROOT / 'configs/quickstart.yaml', '-width', '0.125', '-T', '2',
-                                    '-set', 'num_samples=32', '-set', 'num_test_samples=16', '-b', '8',
+                                    '-set', 'num_samples=64', '-set', 'num_test_samples=16', '-b', '8',
                                     '-epochs', '6', '-lr', '1', '-out-dir', run], monkeypatch, capsys)
     assert status == 2
     errors = [line for line in err.splitlines() if line.startswith('error:')]
@@ -139,11 +139,12 @@ def test_a_collapsing_run_stops_with_one_error_and_keeps_its_checkpoints(tmp_pat
     assert all(torch.isfinite(v).all() for v in latest['model'].values() if v.is_floating_point())
 
     status, out, err = run_trainer(['-cfg', ROOT / 'configs/quickstart.yaml', '-width', '0.125', '-T', '2',
-                                    '-set', 'num_samples=32', '-set', 'num_test_samples=16', '-b', '8',
+                                    '-set', 'num_samples=64', '-set', 'num_test_samples=16', '-b', '8',
                                     '-epochs', '3', '-lr', '1', '-set', 'collapse_check=false',
                                     '-out-dir', tmp_path / 'on'], monkeypatch, capsys)
     assert status == 0 and 'epoch 2:' in out and 'error' not in err  # told to, it trains on
-    assert 'note: the best test acc@1' in out and 'near chance (12.50) after 12 training steps' in out
+    assert 'note: the best test acc@1' in out and 'near chance (12.50) after 24 training steps' in out
+    assert out.splitlines()[-1].startswith('done: best test acc@1')  # the summary stays the last line
 
 
 def test_a_run_that_ends_near_chance_says_so_and_names_a_population_gone_nearly_blind():

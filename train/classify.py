@@ -7,7 +7,7 @@ SGD with momentum and weight decay, linear warm-up then cosine annealing per
 iteration, cross-entropy on the time-averaged output, E-I Init on the first
 training batch, Dale's law after every step, ``reset_net`` after every batch.
 A run no longer than its warm-up warms up over its first tenth instead (one line says so).
-After every epoch the run stops with one error when the network has collapsed (an E
+After every epoch of 8 steps or more the run stops with one error when the network has collapsed (an E
 population silent, saturated or blind to the input, or the loss flat at ln(classes), for the whole epoch:
 ``sj_ei.health``), keeping its checkpoints; ``-set collapse_check=false`` trains on.
 A run whose best test accuracy stays near chance ends with a one-line note saying so.
@@ -114,10 +114,13 @@ def warmup_steps(config: dict, steps: int) -> tuple:
 def collapse(config: dict, rates: health.FiringRates, losses: list, distributed) -> tuple:
     """``(sj_ei.health.collapse sentence or None, firing rates)`` of the epoch just trained, the rates
     averaged and the losses pooled over all ranks, so every rank decides alike; ``(None, None)``
-    when ``collapse_check`` is off."""
+    when ``collapse_check`` is off or the epoch had fewer than ``health.FLAT_STEPS`` steps (too
+    little to judge: a narrow population can fire nothing in two batches and still be alive)."""
     if not config['collapse_check']:
         return None, None
     gathered = distributed.gather((rates.rates(), rates.input_shares(), losses))
+    if sum(len(part) for *_, part in gathered) < health.FLAT_STEPS:
+        return None, None
 
     def mean(part: int) -> dict:
         return {name: sum(g[part][name] for g in gathered) / len(gathered) for name in gathered[0][part]}
@@ -444,11 +447,11 @@ def run(config: dict, resume, distributed: Distributed, started: float) -> Summa
     distributed.close()
     summary = Summary(best_acc1, best_epoch, test_acc1, time.time() - started, out_dir)
     if distributed.main:
-        print(summary.line(), flush=True)
         note = near_chance(best_acc1, datasets.info(config['dataset'])['num_classes'], config['epochs'] * steps,
                            rates.input_shares())
         if note:
             print(note, flush=True)
+        print(summary.line(), flush=True)
     return summary
 
 
