@@ -26,7 +26,9 @@ def digits_like(n=8, seed=0):
     return x
 
 
-def test_health_names_a_silent_and_a_saturated_e_population_of_a_real_network():
+def watched_vgg8():
+    """``(net, x, rates)``: a width-0.25 E-I VGG-8 after E-I Init on ``x = digits_like()``, its
+    ``FiringRates`` holding one training forward of ``x``."""
     torch.manual_seed(0)
     net = sj_ei.models.build('vgg8', 10, 3, T=4, width=0.25)
     x = digits_like()
@@ -34,6 +36,11 @@ def test_health_names_a_silent_and_a_saturated_e_population_of_a_real_network():
     rates = health.FiringRates(net)
     net(x)
     functional.reset_net(net)
+    return net, x, rates
+
+
+def test_health_names_a_silent_and_a_saturated_e_population_of_a_real_network():
+    net, x, rates = watched_vgg8()
     alive = rates.rates()
     assert list(alive) == [f'features.{i}.neuron' for i in (0, 2, 4, 6, 8)]
     assert all(health.SILENT < r < health.SATURATED for r in alive.values()), alive
@@ -65,13 +72,7 @@ def test_health_names_a_silent_and_a_saturated_e_population_of_a_real_network():
 def test_health_names_an_e_population_that_fires_alike_for_every_input():
     """Blind: it fires, but the same spikes for every sample, so nothing after it can tell the inputs
     apart (what a width-0.25 VGG-8 at a too-high learning rate became, docs/collapse.md)."""
-    torch.manual_seed(0)
-    net = sj_ei.models.build('vgg8', 10, 3, T=4, width=0.25)
-    x = digits_like()
-    sj_ei.ei_init(net, x)
-    rates = health.FiringRates(net)
-    net(x)
-    functional.reset_net(net)
+    net, x, rates = watched_vgg8()
     assert all(share > health.BLIND for share in rates.input_shares().values()), rates.input_shares()
     assert health.collapse(rates.rates(), shares=rates.input_shares()) is None
 
