@@ -119,7 +119,7 @@ def _channel_dim(module: nn.Module, x: torch.Tensor) -> int:
 def _ee_ei(layer: nn.Module, x: torch.Tensor, r: torch.Tensor, d: torch.Tensor):
     """``(I_EE, I_EI)`` shaped like ``d``, as the layer's circuit computes them from its input ``x`` and
     its I population's ``r_I [N, n_I, ...]`` (the training path hands over only ``d = I_EE - I_EI``)."""
-    i_ee = layer.project(x.flatten(0, 1) if layer.step_mode == 'm' else x)[:, :layer.n_e]
+    i_ee, _ = layer.project(x.flatten(0, 1) if layer.step_mode == 'm' else x)
     compute = torch.promote_types(r.dtype, torch.float32)
     return i_ee.reshape(d.shape), pointwise(layer.weight_ei.to(compute), r.to(compute)).reshape(d.shape)
 

@@ -100,7 +100,7 @@ class EILayer(nn.Module, base.StepModule):
         return f"{type(self).__name__} '{self.name}'" if self.name else type(self).__name__
 
     def project(self, x: torch.Tensor) -> torch.Tensor:
-        """``W_EE x`` and ``W_IE x`` in one product: ``[N, ...] -> [N, n_E + n_I, ...]``."""
+        """``(W_EE x, W_IE x)`` from one product: ``[N, ...] -> [N, n_E, ...], [N, n_I, ...]``."""
         raise NotImplementedError
 
     def _apply(self, fn, *args, **kwargs):
