@@ -28,6 +28,9 @@ SATURATED = 0.99
 #: E-I Init, 0.000-0.003 in narrow VGG-8s that never learned again; networks that went on to learn
 #: passed through 0.04-0.05 for an epoch or two (docs/collapse.md), so those are not judged
 BLIND = 0.01
+#: ... a population below this at the end of a run that stayed near chance is named as nearly blind
+#: (the stuck runs of docs/collapse.md sat at 0.04; runs that learned were above 0.2)
+NEARLY_BLIND = 0.05
 #: a loss this close to ln(num_classes) at every one of at least FLAT_STEPS steps is flat: the
 #: output no longer depends on the input (at E-I Init it is ~1e-2 away, and moves from batch to batch)
 FLAT = 1e-3

@@ -1,4 +1,5 @@
 """A run folder is never shared by two live runs and never stuck after a run died in it."""
+import fcntl
 import os
 import signal
 import subprocess
@@ -57,9 +58,9 @@ def test_two_runs_started_together_into_one_folder_one_trains_and_the_other_is_r
     winner = runs[1 - loser]
     err = (tmp_path / 'ab'[loser]).with_suffix('.err').read_text()
     assert runs[loser].returncode == 2 and winner.poll() is None, err
-    # the loser may look before the winner has written its process id into the lock: 'unknown' then
-    assert err in (f'error: {run} is in use by a live run (process {who}): wait for it to end or stop it, or '
-                   'choose another -out-dir\n' for who in (winner.pid, 'unknown')), err
+    # the loser may look before the winner has written its process id into the lock
+    assert err in (f'error: {run} is in use by a live run ({who}): wait for it to end or stop it, or '
+                   'choose another -out-dir\n' for who in (f'process {winner.pid}', 'one that is just starting')), err
     # Ctrl-C in epoch 0: nothing to resume, and the message says so and what a rerun does
     out = (tmp_path / 'ab'[1 - loser]).with_suffix('.out')
     wait_for(lambda: f'out_dir {run}' in out.read_text(), 'the header of the live run')
@@ -104,3 +105,17 @@ def test_a_folder_locked_by_a_live_process_is_refused_under_torchrun_without_han
     assert errors == [f'error: {tmp_path / "run"} is in use by a live run (process {os.getpid()}): wait for it to '
                       'end or stop it, or choose another -out-dir'], result.stderr[-3000:]  # rank 0 alone says why
     assert not (tmp_path / 'run').exists()  # the lock's folder went with it; the refused run wrote nothing
+
+
+def test_a_lock_taken_a_moment_ago_is_refused_as_a_run_just_starting(tmp_path):
+    """Between its flock and writing its process id a run's lock file is empty: the refusal says so."""
+    (tmp_path / 'run').mkdir()
+    fd = os.open(tmp_path / 'run' / run_folder.LOCK, os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(run_folder.RunFolderError) as error:
+            run_folder.Lock(tmp_path / 'run')
+    finally:
+        os.close(fd)
+    assert str(error.value) == (f'{tmp_path / "run"} is in use by a live run (one that is just starting): wait for '
+                                'it to end or stop it, or choose another -out-dir')

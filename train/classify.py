@@ -111,22 +111,21 @@ def warmup_steps(config: dict, steps: int) -> tuple:
                     f'of {total} steps). Set -set warmup_epochs=N with N < epochs to choose')
 
 
-def collapse(config: dict, rates: health.FiringRates, losses: list, distributed) -> tuple:
-    """``(sj_ei.health.collapse sentence or None, firing rates)`` of the epoch just trained, the rates
-    averaged and the losses pooled over all ranks, so every rank decides alike; ``(None, None)``
-    when ``collapse_check`` is off or the epoch had fewer than ``health.FLAT_STEPS`` steps (too
-    little to judge: a narrow population can fire nothing in two batches and still be alive)."""
-    if not config['collapse_check']:
-        return None, None
+def epoch_health(config: dict, rates: health.FiringRates, losses: list, distributed) -> tuple:
+    """``(problem, rates, shares)`` of the epoch just trained: every E population's firing rate and
+    input share averaged over the ranks, and ``problem``, the ``sj_ei.health.collapse`` sentence of
+    those and the losses pooled over the ranks (so every rank decides alike), or None: no collapse,
+    ``collapse_check`` off, or an epoch of fewer than ``health.FLAT_STEPS`` steps (too little to
+    judge: a narrow population can fire nothing in two batches and still be alive)."""
     gathered = distributed.gather((rates.rates(), rates.input_shares(), losses))
-    if sum(len(part) for *_, part in gathered) < health.FLAT_STEPS:
-        return None, None
 
     def mean(part: int) -> dict:
         return {name: sum(g[part][name] for g in gathered) / len(gathered) for name in gathered[0][part]}
+    rate, share = mean(0), mean(1)
     pooled = [loss for *_, part in gathered for loss in part]
-    rate = mean(0)
-    return health.collapse(rate, pooled, datasets.info(config['dataset'])['num_classes'], mean(1)), rate
+    if not config['collapse_check'] or len(pooled) < health.FLAT_STEPS:
+        return None, rate, share
+    return health.collapse(rate, pooled, datasets.info(config['dataset'])['num_classes'], share), rate, share
 
 
 def collapse_message(problem: str, epoch: int, rates: dict, config: dict, out_dir: Path, best_epoch) -> str:
@@ -140,14 +139,15 @@ def collapse_message(problem: str, epoch: int, rates: dict, config: dict, out_di
 
 def near_chance(best_acc1: float, num_classes: int, steps: int, shares: dict):
     """A one-line note when the best test top-1 stayed below 1.5x chance (else None), naming the E
-    population with the lowest input share of the last epoch (``shares``) when it is below 0.05."""
+    population with the lowest input share of the last epoch (``shares``) when it is below
+    ``sj_ei.health.NEARLY_BLIND``."""
     chance = 100 / num_classes
     if best_acc1 >= 1.5 * chance:
         return None
     note = (f'note: the best test acc@1 ({best_acc1:.2f}) is near chance ({chance:.2f}) after {steps} training steps: '
             'the network has not learned yet. ')
     name, share = min(shares.items(), key=lambda item: item[1], default=(None, 1.0))
-    if share < 0.05:
+    if share < health.NEARLY_BLIND:
         return note + (f"E population '{name}' fires nearly alike for every input (input share {share:.2g}, "
                        '0.35-0.75 at E-I Init): if it stays there more epochs will not help; try a lower learning rate '
                        '(-lr), a wider network (-width) or another seed (docs/collapse.md)')
@@ -379,6 +379,7 @@ def run(config: dict, resume, distributed: Distributed, started: float) -> Summa
             print(f'{start}: parameters identical on all {distributed.world} ranks', flush=True)
         if warmup_note:
             print(warmup_note, flush=True)
+    shares = {}  # of the last epoch trained, for the closing note
     try:
         for epoch in range(start_epoch, config['epochs']):
             set_epoch(train_loader, config['seed'], epoch)
@@ -397,7 +398,7 @@ def run(config: dict, resume, distributed: Distributed, started: float) -> Summa
             tn, tloss, ttop1, ttop5 = distributed.sum(*test_stats)
             distributed.check_identical(model)
             rng = distributed.gather(checkpoint.rng_states())
-            problem, mean_rates = collapse(config, rates, losses, distributed)
+            problem, epoch_rates, shares = epoch_health(config, rates, losses, distributed)
             if not distributed.main:
                 if problem:
                     raise SystemExit(2)  # rank 0 says why
@@ -412,9 +413,9 @@ def run(config: dict, resume, distributed: Distributed, started: float) -> Summa
                        'test/speed': tn / test_time}
             for key, value in scalars.items():
                 writer.add_scalar(key, value, epoch)
-            for name, rate in rates.rates().items():
+            for name, rate in epoch_rates.items():
                 writer.add_scalar(f'firing_rate/{name}', rate, epoch)
-            for name, share in rates.input_shares().items():
+            for name, share in shares.items():
                 writer.add_scalar(f'input_share/{name}', share, epoch)
             for key, value in operations.items():  # ops/ac, ops/mac, ops/div, ..., ops/energy_pJ per test sample
                 writer.add_scalar(f'ops/{key}', value, epoch)
@@ -433,7 +434,7 @@ def run(config: dict, resume, distributed: Distributed, started: float) -> Summa
                   f'train {n / train_time:.1f} samples/s, test {tn / test_time:.1f} samples/s', flush=True)
             if problem:
                 writer.close()
-                raise health.CollapseError(collapse_message(problem, epoch, mean_rates, config, out_dir, best_epoch))
+                raise health.CollapseError(collapse_message(problem, epoch, epoch_rates, config, out_dir, best_epoch))
     except KeyboardInterrupt:
         if distributed.main:
             print(f'interrupted; {after_stop(out_dir, distributed.world)}', file=sys.stderr, flush=True)
@@ -448,7 +449,7 @@ def run(config: dict, resume, distributed: Distributed, started: float) -> Summa
     summary = Summary(best_acc1, best_epoch, test_acc1, time.time() - started, out_dir)
     if distributed.main:
         note = near_chance(best_acc1, datasets.info(config['dataset'])['num_classes'], config['epochs'] * steps,
-                           rates.input_shares())
+                           shares)
         if note:
             print(note, flush=True)
         print(summary.line(), flush=True)

@@ -55,9 +55,10 @@ class Lock:
             try:
                 fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                holder = os.read(self.fd, 100).decode(errors='replace').strip() or 'unknown'
+                holder = os.read(self.fd, 100).decode(errors='replace').strip()  # empty: it has just taken the lock
                 os.close(self.fd)
-                raise RunFolderError(f'{self.folder} is in use by a live run (process {holder}): wait for it to end '
+                who = f'process {holder}' if holder else 'one that is just starting'
+                raise RunFolderError(f'{self.folder} is in use by a live run ({who}): wait for it to end '
                                      'or stop it, or choose another -out-dir') from None
             try:  # a run that released the lock removed the file: then this lock is on nothing; take the new one
                 if os.stat(self.path).st_ino == os.fstat(self.fd).st_ino:
