@@ -88,16 +88,17 @@ class _Projection(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_ee, grad_ie):
         x, *weights = ctx.saved_tensors
+        x = x.to(grad_ee.dtype)  # the two gradients share the product's dtype: cast the input once
         grad_x, grad_w = None, []
         for grad, weight in zip((grad_ee, grad_ie), weights):
             w = weight.to(grad.dtype)
             if ctx.conv is None:
                 g_x = grad @ w if ctx.needs_input_grad[0] else None
-                g_w = grad.flatten(0, -2).t() @ x.flatten(0, -2).to(grad.dtype)
+                g_w = grad.flatten(0, -2).t() @ x.flatten(0, -2)
             else:
                 stride, padding, dilation = ctx.conv
                 g_x, g_w, _ = torch.ops.aten.convolution_backward(
-                    grad, x.to(grad.dtype), w, None, stride, padding, dilation, False, [0, 0], 1,
+                    grad, x, w, None, stride, padding, dilation, False, [0, 0], 1,
                     [ctx.needs_input_grad[0], True, False])
             grad_x = g_x if grad_x is None else grad_x.add_(g_x)
             grad_w.append(g_w.to(weight.dtype))

@@ -15,7 +15,7 @@ names each (``layer.name``, its qualified name in ``net``, which error messages 
 through ``layer.label``); ``ei_init(net, ...)`` initializes them all.
 """
 import math
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 from torch import nn
@@ -99,7 +99,7 @@ class EILayer(nn.Module, base.StepModule):
         """``EIConv2d 'features.0.layer'``, or ``EIConv2d`` before a walker has named the layer: how errors name it."""
         return f"{type(self).__name__} '{self.name}'" if self.name else type(self).__name__
 
-    def project(self, x: torch.Tensor) -> torch.Tensor:
+    def project(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """``(W_EE x, W_IE x)`` from one product: ``[N, ...] -> [N, n_E, ...], [N, n_I, ...]``."""
         raise NotImplementedError
 

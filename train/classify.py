@@ -456,7 +456,6 @@ def run(config: dict, resume, distributed: Distributed, started: float) -> Summa
     return summary
 
 
-
 class Evaluation(NamedTuple):
     """Test-set metrics of a model."""
     loss: float
