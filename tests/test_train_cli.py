@@ -30,7 +30,8 @@ def user_error_cases(tmp_path) -> dict:
                     epoch=0, best_acc1=0.0, config=cfg.load(tiny), rng=[checkpoint.rng_states()])
     data = (tmp_path / 'cut.pth').read_bytes()
     (tmp_path / 'cut.pth').write_bytes(data[:len(data) // 2])
-    (tmp_path / 'empty.pth').write_bytes(b'')
+    (tmp_path / 'empty').mkdir()  # a folder of its own: resuming locks the checkpoint's folder, and the
+    (tmp_path / 'empty' / 'empty.pth').write_bytes(b'')  # command-line test runs this and 'damaged checkpoint' at once
     (tmp_path / 'a_file').write_text('not a folder')
     write_cifar(tmp_path / 'cifar', 'cifar10')  # a tiny copy: its files fail the published MD5
     cases = {
@@ -50,7 +51,7 @@ def user_error_cases(tmp_path) -> dict:
         'damaged checkpoint': ([tiny, '-resume', tmp_path / 'garbage.pth'], r'garbage\.pth is damaged'),
         'checkpoint of no folder': ([tiny, '-resume', tmp_path / 'nowhere' / 'checkpoint_latest.pth'],
                                     r'nowhere, the folder of the checkpoint to resume, does not exist'),
-        'empty checkpoint': ([tiny, '-resume', tmp_path / 'empty.pth'],
+        'empty checkpoint': ([tiny, '-resume', tmp_path / 'empty' / 'empty.pth'],
                              r'empty\.pth is damaged or not a PyTorch checkpoint \(EOFError\)'),
         'negative seed': ([tiny, '-seed', '-5'], r'flag -seed: seed must be from 0 to 4294967295'),
         'seed beyond 32 bits': ([tiny, '-seed', '4294967296'], r'flag -seed: seed must be from 0 to 4294967295'),
