@@ -10,6 +10,7 @@ from here.
 - ``MemoryModule`` / ``LIFNode``: base classes for sj_ei's stateful modules that carry a
   ``backend`` attribute the spikingjelly way on both versions (validated against the
   subclass's ``supported_backends``; ``LIFNode(..., backend='torch')`` accepted on both).
+- ``NEURON_BASES``: the base classes of spikingjelly's spiking neurons (2.x adds ``SimpleBaseNode``).
 - ``switch_backend(net, backend)``: how this release switches a network's modules to a backend
   (``sj_ei.set_backend``, in ``sj_ei.backends``, is the public call that checks and explains).
 - ``lif_node_charges_like_sj_ei(tau, decay_input, v_reset)``: whether spikingjelly's ``LIFNode``
@@ -61,6 +62,7 @@ if SJ_MAJOR == 0:
 
     MemoryModule = base.MemoryModule
     LIFNode = neuron.LIFNode
+    NEURON_BASES = (neuron.BaseNode,)
 else:
     class _Backend:
         """The ``backend`` attribute spikingjelly 2 dropped, as 0.0.0.0.14 had it: one of
@@ -88,6 +90,8 @@ else:
 
     class MemoryModule(_Backend, base.MemoryModule):
         """spikingjelly 2's ``MemoryModule`` with a ``backend`` attribute."""
+
+    NEURON_BASES = (neuron.BaseNode, neuron.SimpleBaseNode)
 
     class LIFNode(_Backend, neuron.LIFNode):
         """spikingjelly 2's ``LIFNode`` that takes ``backend=`` like 0.0.0.0.14's."""
@@ -132,7 +136,7 @@ def switch_backend(net: nn.Module, backend: str) -> list:
     for name, m in net.named_modules():
         if isinstance(m, _Backend) and backend not in m.supported_backends:
             cannot.append(f"'{name}' ({type(m).__name__} in step_mode '{m.step_mode}' supports {m.supported_backends})")
-        elif isinstance(m, (neuron.BaseNode, neuron.SimpleBaseNode)) and not isinstance(m, _Backend) \
+        elif isinstance(m, NEURON_BASES) and not isinstance(m, _Backend) \
                 and backend != 'torch':
             cannot.append(f"'{name}' (spikingjelly's {type(m).__name__}: spikingjelly 2 has no CuPy backend)")
     if not cannot:

@@ -12,11 +12,15 @@ forward clamps ``W_EE, W_IE, W_EI, g_I, g_E`` to ``>= 0`` before use, so the loa
 clamped too; their output layer's ``g_I, g_E, b_E`` are unused by their forward and sj_ei's
 readout has none, so those are dropped.
 
-``to_ei(net)`` turns a spikingjelly CNN's ``Conv2d -> BatchNorm`` pairs into uninitialized
-``EIConv2d`` layers (batch norm removed), ready for E-I Init.
+``to_ei(net)`` makes a spikingjelly network an E-I network (every ``Conv2d`` and ``Linear`` an
+uninitialized E-I layer, batch norms removed, each layer's neuron the paper's E population unless
+kept), ready for E-I Init; ``from_zoo(name, ...)`` builds a spikingjelly model zoo network and
+converts it (the trainer's zoo models).
 """
+import importlib
 import json
 import re
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -24,9 +28,9 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
-from spikingjelly.activation_based import surrogate
+from spikingjelly.activation_based import functional, neuron, surrogate
 
-from . import datasets, models
+from . import _compat, datasets, models
 from .block import EIBlock
 from .constraint import clamp_
 from .layers import EIConv2d, EILinear, ei_layers
@@ -203,9 +207,9 @@ def _load_sj_ei(model: nn.Module, state: dict) -> nn.Module:
     return model
 
 
-def load_pretrained(model: models.SpikingClassifier, source, config=None) -> models.SpikingClassifier:
-    """Load a checkpoint into ``model`` (built by ``sj_ei.models.build``, of the checkpoint's architecture);
-    returns ``model``, its E-I layers initialized.
+def load_pretrained(model: nn.Module, source, config=None) -> nn.Module:
+    """Load a checkpoint into ``model`` (built by ``sj_ei.models.build`` or ``from_zoo``, of the checkpoint's
+    architecture); returns ``model``, its E-I layers initialized.
 
     ``source``: as for ``read_checkpoint``.  An sj_ei checkpoint (``train.classify``'s, or a saved
     ``model.state_dict()``) loads as it is, into a model of any ``norm``; every key and shape must
@@ -216,11 +220,11 @@ def load_pretrained(model: models.SpikingClassifier, source, config=None) -> mod
     ``ConversionError`` that lists the keys that did not map and the parameters left without one.
     """
     state, found = read_checkpoint(source)
-    if not isinstance(model, models.SpikingClassifier):
-        raise ConversionError('load_pretrained loads into a model of sj_ei.models.build(name, num_classes, '
-                              f'in_channels, ...), got {type(model).__name__}')
     if _layout(state, source) == 'sj_ei':
         return _load_sj_ei(model, state)
+    if not isinstance(model, models.SpikingClassifier):
+        raise ConversionError('a DeepEISNN checkpoint loads into a model of sj_ei.models.build(name, num_classes, '
+                              f'in_channels, ...), got {type(model).__name__}')
     config = _read_config(config) or found
     if not isinstance(model.readout, EILinear):
         raise ConversionError("a DeepEISNN checkpoint loads into an E-I model (sj_ei.models.build(..., norm='ei')), "
@@ -316,64 +320,228 @@ def from_deepeisnn(source, config=None, T: Optional[int] = None) -> models.Spiki
     return load_pretrained(net, state, config)
 
 
-# ---- spikingjelly networks with batch norm -----------------------------------------------
-def to_ei(net: nn.Module, ei_ratio: int = 4, readout: bool = False, **layer_options) -> nn.Module:
-    """Replace, in place, every ``Conv2d`` directly followed by a batch norm (siblings in registration
-    order, as in spikingjelly's model zoo) by an uninitialized ``EIConv2d`` of the same geometry and
-    step mode, and the batch norm by ``nn.Identity``; a ``Linear -> BatchNorm1d`` pair likewise
-    becomes an ``EILinear``.  A convolution's bias goes too: the batch norm cancelled it, and the
-    E-I layer's ``bias`` (b_E) takes the role of the batch norm's shift.  Neurons, pooling and the
-    classifier's ``Linear`` layers are kept; with ``readout=True`` the last ``Linear`` becomes an
+# ---- spikingjelly networks ---------------------------------------------------------------
+#: what ``to_ei`` does with the neuron after each converted layer
+NEURONS = ('ei', 'keep')
+
+
+def _is_neuron(module: nn.Module) -> bool:
+    return isinstance(module, _compat.NEURON_BASES)
+
+
+def charge_gain(node: nn.Module) -> Optional[float]:
+    """The ``g_E`` that makes spikingjelly neuron ``node`` charge as the paper's E population does
+    (docs/method.md section 3): ``v_threshold`` times ``tau`` where it decays its input (``LIFNode``,
+    ``ParametricLIFNode`` at its initial ``tau``), ``v_threshold`` for an ``IFNode`` or a ``LIFNode`` without
+    input decay; ``None`` for a neuron whose charge sj_ei does not know."""
+    if isinstance(node, neuron.ParametricLIFNode):
+        tau = 1.0 / torch.sigmoid(node.w.detach()).item()
+    elif isinstance(node, neuron.LIFNode):
+        tau = node.tau
+    elif isinstance(node, neuron.IFNode):
+        tau = 1.0
+    else:
+        return None
+    return float(node.v_threshold) * (tau if getattr(node, 'decay_input', False) else 1.0)
+
+
+def to_ei(net: nn.Module, ei_ratio: int = 4, readout: bool = False, neurons: str = 'ei', **layer_options) -> nn.Module:
+    """Make ``net`` (a spikingjelly network, e.g. of its model zoo) an E-I network, in place; returns
+    ``net``, ready for ``sj_ei.ei_init``.
+
+    Every ``Conv2d`` and ``Linear`` becomes an uninitialized ``EIConv2d`` / ``EILinear`` of the same
+    geometry and step mode (a bias goes: ``b_E`` takes its role), and every batch norm right after one
+    becomes ``nn.Identity``; the last ``Linear`` stays a plain layer, or with ``readout=True`` becomes the
     E-I readout (``EILinear(readout=True)``: non-negative weights, no bias), as in the paper's models.
-    ``layer_options`` go to every E-I layer.  Returns ``net``, ready for ``sj_ei.ei_init``.
+    Dropout, pooling, SEW connect functions and the forward code are kept.  The neuron after each converted
+    layer (the next spikingjelly neuron in registration order, before the next converted layer) becomes,
+    with ``neurons='ei'`` (the default), the paper's E population ``sj_ei.EILIFNode`` (fused with its layer
+    in an ``sj_ei.EIBlock`` where both sit in one ``nn.Sequential``); with ``neurons='keep'`` the user's
+    neurons stay and E-I Init sets each layer's ``g_E`` to the neuron's ``charge_gain`` (a warning names a
+    layer whose neuron sj_ei does not know).  docs/method.md section 8 says why.  ``layer_options`` go to
+    every E-I layer.
 
     Raises ``ConversionError`` naming every batch norm it cannot remove (not right after a
-    ``Conv2d``/``Linear``) and every convolution it cannot replace (groups, padding mode).
+    ``Conv2d``/``Linear``) and every convolution it cannot replace (groups, padding mode); then ``net``
+    is unchanged.
     """
-    problems, plan = [], []  # plan: (parent module, attribute, new module), applied only if all is well
-
-    def replacement(path: str, layer: nn.Module):
-        step_mode = getattr(layer, 'step_mode', 's')
-        if isinstance(layer, nn.Linear):
-            return EILinear(layer.in_features, layer.out_features, ei_ratio=ei_ratio, step_mode=step_mode,
-                            **layer_options)
-        if layer.groups != 1 or layer.padding_mode != 'zeros' or isinstance(layer.padding, str):
-            problems.append(f'{path}: Conv2d with groups={layer.groups}, padding={layer.padding!r}, padding_mode='
-                            f'{layer.padding_mode!r}; EIConv2d takes groups=1 and numeric zero padding')
-            return None
-        return EIConv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, layer.padding,
-                        layer.dilation, ei_ratio=ei_ratio, step_mode=step_mode, **layer_options)
-
-    def visit(module: nn.Module, prefix: str):
-        children = list(module.named_children())
-        for i, (name, child) in enumerate(children):
-            if not isinstance(child, _BatchNorm):
-                visit(child, f'{prefix}{name}.')
-                continue
-            prev_name, prev = children[i - 1] if i else (None, None)
-            after_conv = isinstance(prev, nn.Conv2d) and child.num_features == prev.out_channels
-            after_linear = isinstance(prev, nn.Linear) and isinstance(child, nn.BatchNorm1d) \
-                and child.num_features == prev.out_features
-            if not (after_conv or after_linear):
-                problems.append(f'{prefix}{name}: {type(child).__name__} not directly after a Conv2d (or a Linear, for '
+    if neurons not in NEURONS:
+        raise ConversionError(f"to_ei: neurons must be 'ei' (the paper's E population) or 'keep' (the network's "
+                              f'own neurons), got {neurons!r}')
+    problems, plan = [], []  # plan: (qualified name, new module), applied only if all is well
+    leaves = _leaves(net)
+    linears = [name for name, m in leaves if isinstance(m, nn.Linear)]
+    if readout and not linears:
+        problems.append('readout=True, but the network has no Linear layer to make the readout')
+    last = linears[-1] if linears else None
+    converted, refused = {}, set()  # name -> new E-I layer; convolutions that cannot be converted
+    for i, (name, old) in enumerate(leaves):
+        step_mode = getattr(old, 'step_mode', 's')
+        if isinstance(old, nn.Linear) and name == last:
+            if readout:
+                converted[name] = EILinear(old.in_features, old.out_features, ei_ratio=min(ei_ratio, old.out_features),
+                                           readout=True, step_mode=step_mode, **layer_options)
+        elif isinstance(old, nn.Linear):
+            converted[name] = EILinear(old.in_features, old.out_features, ei_ratio=ei_ratio, step_mode=step_mode,
+                                       **layer_options)
+        elif isinstance(old, nn.Conv2d):
+            if old.groups != 1 or old.padding_mode != 'zeros' or isinstance(old.padding, str):
+                problems.append(f'{name}: Conv2d with groups={old.groups}, padding={old.padding!r}, padding_mode='
+                                f'{old.padding_mode!r}; EIConv2d takes groups=1 and numeric zero padding')
+                refused.add(name)
+            else:
+                converted[name] = EIConv2d(old.in_channels, old.out_channels, old.kernel_size, old.stride,
+                                           old.padding, old.dilation, ei_ratio=ei_ratio, step_mode=step_mode,
+                                           **layer_options)
+        elif isinstance(old, _BatchNorm):
+            prev_name, prev = leaves[i - 1] if i else (None, None)
+            if prev_name in refused:
+                continue  # its convolution is named already
+            width = prev.out_channels if isinstance(prev, nn.Conv2d) else \
+                prev.out_features if isinstance(prev, nn.Linear) and isinstance(old, nn.BatchNorm1d) else None
+            if width != old.num_features or prev_name not in converted \
+                    or prev_name.rpartition('.')[0] != name.rpartition('.')[0]:
+                problems.append(f'{name}: {type(old).__name__} not directly after a Conv2d (or a Linear, for '
                                 'BatchNorm1d) of its channels; convert such a block by hand')
-            elif (layer := replacement(f'{prefix}{prev_name}', prev)) is not None:
-                plan.extend([(module, prev_name, layer), (module, name, nn.Identity())])
-
-    visit(net, '')
-    if not plan and not problems:
-        problems.append(f'{type(net).__name__} has no Conv2d followed by a batch norm')
-    if readout:
-        linears = [(name, m) for name, m in net.named_modules() if isinstance(m, nn.Linear)]
-        if not linears:
-            problems.append('readout=True, but the network has no Linear layer to make the readout')
-        else:
-            (_, old), (parent, _, leaf) = linears[-1], linears[-1][0].rpartition('.')
-            plan.append((net.get_submodule(parent), leaf, EILinear(
-                old.in_features, old.out_features, ei_ratio=min(ei_ratio, old.out_features), readout=True,
-                step_mode=getattr(old, 'step_mode', 's'), **layer_options)))
+            else:
+                plan.append((name, nn.Identity()))
+    if not converted and not problems:
+        problems.append(f'{type(net).__name__} has no Conv2d or Linear layer to convert')
     if problems:
         raise ConversionError('to_ei cannot convert: ' + '; '.join(problems))
-    for module, attribute, new in plan:
-        setattr(module, attribute, new)
+    plan += list(converted.items())
+    followers = _followers(leaves, converted)
+    if neurons == 'keep':
+        _compensate(net, converted, followers)
+    else:
+        plan += _paper_neurons(net, converted, followers)
+    for name, new in plan:
+        parent, _, attribute = name.rpartition('.')
+        setattr(net.get_submodule(parent), attribute, new)
     return net
+
+
+def _leaves(net: nn.Module) -> list:
+    """``[(name, module)]`` of ``net``'s leaf modules and neurons (not what is inside a neuron), in registration
+    order."""
+    found, inside = [], ()
+    for name, m in net.named_modules():
+        if inside and name.startswith(inside):
+            continue
+        if _is_neuron(m):
+            inside = name + '.'
+        if _is_neuron(m) or not next(m.children(), None):
+            found.append((name, m))
+    return found
+
+
+def _followers(leaves: list, converted: dict) -> dict:
+    """``{layer name: (neuron name, neuron)}``: the neuron after each converted hidden layer, the next one in
+    registration order before the next converted layer (as spikingjelly's model zoo registers them)."""
+    found, layer = {}, None
+    for name, m in leaves:
+        if name in converted:
+            layer = name if not converted[name].readout else None
+        elif _is_neuron(m) and layer is not None:
+            found[layer], layer = (name, m), None
+    return found
+
+
+def _compensate(net: nn.Module, converted: dict, followers: dict) -> None:
+    """``neurons='keep'``: each hidden layer's ``e_gain`` (the ``g_E`` of its E-I Init) from its neuron's
+    ``charge_gain``; a layer without a neuron of its own (a shortcut, whose current joins another layer's)
+    takes that of the neuron before it.  One warning names the layers whose neuron sj_ei does not know."""
+    unknown, gain = [], 1.0
+    for name, layer in converted.items():
+        if layer.readout:
+            continue
+        if name in followers:
+            node_name, node = followers[name]
+            found = charge_gain(node)
+            if found is None:
+                unknown.append(f"{name} (followed by {type(node).__name__} '{node_name}')")
+            gain = 1.0 if found is None else found
+        layer.e_gain = gain
+    if unknown:
+        warnings.warn(f"to_ei(neurons='keep'): E-I Init does not know how these neurons charge, and initializes their "
+                      f"layers for the paper's E population (no input decay, threshold 1): {', '.join(unknown)}. If "
+                      "one falls silent or saturates, convert with neurons='ei' (the paper's E population)",
+                      stacklevel=3)
+
+
+def _paper_neurons(net: nn.Module, converted: dict, followers: dict) -> list:
+    """``neurons='ei'``: the plan that gives every converted hidden layer with a neuron the paper's E population
+    (``EILIFNode``), in an ``EIBlock`` with its layer where the two are entries of one ``nn.Sequential`` with
+    only removed batch norms between them (the neuron's place then holds an ``nn.Identity``)."""
+    plan = []
+    for name, (node_name, node) in followers.items():
+        fresh = EILIFNode(step_mode=getattr(node, 'step_mode', 's'))
+        parent, _, index = name.rpartition('.')
+        container = net.get_submodule(parent)
+        between = list(container._modules)
+        if isinstance(container, nn.Sequential) and node_name.rpartition('.')[0] == parent and \
+                all(isinstance(container._modules[k], _BatchNorm)
+                    for k in between[between.index(index) + 1:between.index(node_name.rpartition('.')[2])]):
+            plan += [(name, EIBlock(converted[name], fresh)), (node_name, nn.Identity())]
+        else:
+            plan.append((node_name, fresh))
+    return plan
+
+
+# ---- spikingjelly's model zoo, converted ---------------------------------------------------
+#: spikingjelly model zoo constructors (``spikingjelly.activation_based.model``, the same on 0.0.0.0.14 and 2.x)
+#: that ``from_zoo`` builds; the value is their module
+ZOO = {**{f'spiking_vgg{n}{bn}': 'spiking_vgg' for n in (11, 13, 16, 19) for bn in ('', '_bn')},
+       **{f'spiking_resnet{n}': 'spiking_resnet' for n in (18, 34, 50, 101, 152)},
+       **{f'sew_resnet{n}': 'sew_resnet' for n in (18, 34, 50, 101, 152)}}
+
+
+class ZooClassifier(nn.Module):
+    """A spikingjelly zoo network in step mode ``'m'``: ``[T, B, C, H, W]`` (events) or ``[B, C, H, W]`` (static,
+    repeated ``T`` times) ``-> [T, B, num_classes]``, as ``sj_ei.models.SpikingClassifier``."""
+
+    def __init__(self, net: nn.Module, in_channels: int, T: Optional[int]):
+        super().__init__()
+        self.net, self.in_channels, self.T = net, in_channels, T
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 4 and self.T is not None:
+            x = x.unsqueeze(0).expand(self.T, *x.shape)
+        elif x.dim() != 5:
+            raise ValueError(f'expected input [T, B, C, H, W] (or [B, C, H, W] with T given) with C={self.in_channels}, '
+                             f'got {tuple(x.shape)}')
+        return self.net(x)
+
+
+def from_zoo(name: str, num_classes: int, in_channels: int = 3, T: Optional[int] = None, norm: str = 'ei',
+             ei_ratio: int = 4, neurons: str = 'ei', neuron_options: Optional[dict] = None,
+             **layer_options) -> ZooClassifier:
+    """spikingjelly zoo model ``name`` (one of ``ZOO``) built with ``neuron_options`` (the constructor's
+    neuron arguments; by default as spikingjelly's documentation builds it: ``spiking_neuron=neuron.LIFNode,
+    surrogate_function=surrogate.Sigmoid(), detach_reset=True``; SEW ResNets with ``cnf='ADD'``), its first
+    convolution taking ``in_channels``, in step mode ``'m'``.
+    ``norm='ei'``: converted by ``to_ei(readout=True, neurons=neurons)`` (uninitialized, ready for E-I Init);
+    ``norm='bn'``: as spikingjelly builds it (the batch-norm twin)."""
+    if name not in ZOO:
+        raise ConversionError(f'unknown spikingjelly zoo model {name!r}; choose one of {", ".join(ZOO)}')
+    if norm not in ('ei', 'bn'):
+        raise ConversionError(f"a zoo model is built with norm 'ei' (converted) or 'bn' (as spikingjelly builds it), "
+                              f'got {norm!r}')
+    module = importlib.import_module(f'spikingjelly.activation_based.model.{ZOO[name]}')
+    extra = dict(cnf='ADD') if ZOO[name] == 'sew_resnet' else {}
+    if ZOO[name] == 'spiking_vgg' and norm == 'ei':
+        extra['init_weights'] = False  # E-I layers replace every weight: no time on drawing 120M of them
+    if neuron_options is None:
+        neuron_options = dict(spiking_neuron=neuron.LIFNode, surrogate_function=surrogate.Sigmoid(), detach_reset=True)
+    net = getattr(module, name)(num_classes=num_classes, **neuron_options, **extra)
+    stem_name, stem = next((n, m) for n, m in net.named_modules() if isinstance(m, nn.Conv2d))
+    if stem.in_channels != in_channels:
+        parent, _, attribute = stem_name.rpartition('.')
+        setattr(net.get_submodule(parent), attribute, type(stem)(
+            in_channels, stem.out_channels, stem.kernel_size, stem.stride, stem.padding, bias=stem.bias is not None))
+    if norm == 'ei':
+        to_ei(net, ei_ratio, readout=True, neurons=neurons, **layer_options)
+    functional.set_step_mode(net, 'm')
+    model = ZooClassifier(net, in_channels, T)
+    ei_layers(model)  # names the E-I layers, so that their errors say which one
+    return model

@@ -26,7 +26,8 @@ class EIInitError(ValueError):
 def ei_(layer: nn.Module, e_x: float, e_x2: float, var_x: float) -> nn.Module:
     """E-I Init of ``layer`` in place for input statistics ``E[x]``, ``E[x^2]``, ``Var_x``:
     exponential ``weight_ee``/``weight_ie`` of mean ``sqrt(Var_x / (d (E_x2 + Var_x)))``,
-    ``weight_ei = 1/n_I``, ``gain_i = sqrt(E_x2 + Var_x) / (sqrt(d) E_x)``, ``gain_e = 1``,
+    ``weight_ei = 1/n_I``, ``gain_i = sqrt(E_x2 + Var_x) / (sqrt(d) E_x)``, ``gain_e = 1`` (or the
+    layer's ``e_gain``, which ``sj_ei.convert.to_ei(neurons='keep')`` sets for the neuron after it),
     ``bias = 0``.  The ``init='kaiming'`` ablation draws Kaiming-normal weights instead
     (clamped to >= 0 under ``sign_constraint``).  Marks the layer initialized."""
     d = layer.fan_in
@@ -41,7 +42,7 @@ def ei_(layer: nn.Module, e_x: float, e_x2: float, var_x: float) -> nn.Module:
     layer.weight_ei.fill_(1.0 / layer.n_i)
     if not layer.readout:
         layer.gain_i.fill_(math.sqrt(e_x2 + var_x) / (math.sqrt(d) * e_x))
-        layer.gain_e.fill_(1.0)
+        layer.gain_e.fill_(getattr(layer, 'e_gain', 1.0))
         layer.bias.zero_()
     layer.set_initialized(True)
     return layer
