@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from . import datasets, models
+from . import convert, datasets, models
 from .backends import BACKENDS
 from .layers import INITS
 from .neurons import IPopulation
@@ -22,7 +22,8 @@ from .neurons import IPopulation
 SCHEMA = {
     'dataset': (str, 'synthetic', f'one of {", ".join(datasets.NAMES)}'),
     'data_dir': (str, 'data', 'folder holding the dataset (see README, Datasets)'),
-    'model': (str, 'vgg8', f'one of {", ".join(models.NAMES)}'),
+    'model': (str, 'vgg8', f'one of {", ".join(models.NAMES)}; or a spikingjelly zoo constructor ({", ".join(convert.ZOO)}), '
+                           "converted by sj_ei.convert.to_ei (its neurons the paper's E population) for norm 'ei'"),
     'norm': (str, 'ei', "'ei' (E-I layers), 'bn' (batch-norm SNN baseline) or 'none' (plain SNN)"),
     'width': (float, 1.0, 'channel multiplier of the model (1 = the paper)'),
     'ei_ratio': (int, 4, 'excitatory / inhibitory neurons per layer'),
@@ -62,7 +63,7 @@ SCHEMA = {
     'num_test_samples': (int, 512, 'synthetic dataset only: test samples'),
     'size': (int, 32, 'synthetic dataset only: frame height and width (>= 8; >= 32 for the VGGs)'),
 }
-CHOICES = {'dataset': datasets.NAMES, 'model': models.NAMES, 'norm': models.NORMS, 'backend': BACKENDS,
+CHOICES = {'dataset': datasets.NAMES, 'model': (*models.NAMES, *convert.ZOO), 'norm': models.NORMS, 'backend': BACKENDS,
            'init': INITS, 'i_population': IPopulation.MODES}
 POSITIVE = ('width', 'ei_ratio', 'T', 'batch_size', 'epochs', 'num_samples', 'num_test_samples', 'size', 'eps',
             'i_theta')
@@ -136,6 +137,10 @@ def check_combination(config: dict) -> None:
         if changed:
             raise ConfigError(f"{', '.join(changed)}: the E-I ablation switches (paper Table 2) apply only to "
                               f"norm 'ei', this config has norm {config['norm']!r}; remove them or use norm: ei")
+    if config['model'] in convert.ZOO and (config['norm'] == 'none' or config['width'] != SCHEMA['width'][1]):
+        raise ConfigError(f"model {config['model']!r} is a spikingjelly zoo model: it takes norm 'ei' (converted) or "
+                          f"'bn' (as spikingjelly builds it) and width 1, this config has norm {config['norm']!r}, "
+                          f"width {config['width']:g}")
     if config['i_population'] == 'rate' and config['i_theta'] != SCHEMA['i_theta'][1]:
         raise ConfigError(f"i_theta: {config['i_theta']!r} applies only to i_population: count (spike counts); "
                           "the config has i_population: rate")
@@ -149,11 +154,15 @@ def layer_options(config: dict) -> dict:
                 grad_scale=config['grad_scale'], i_population=IPopulation(config['i_population'], config['i_theta']))
 
 
-def build_model(config: dict, norm=None) -> models.SpikingClassifier:
-    """The untrained model of ``config`` (with its E-I ablation switches), or its twin of ``norm``."""
+def build_model(config: dict, norm=None) -> torch.nn.Module:
+    """The untrained model of ``config`` (with its E-I ablation switches), or its twin of ``norm``: an
+    ``sj_ei.models.SpikingClassifier``, or for a zoo model an ``sj_ei.convert.ZooClassifier``."""
     meta = datasets.info(config['dataset'])
     norm = norm or config['norm']
     try:
+        if config['model'] in convert.ZOO:
+            return convert.from_zoo(config['model'], meta['num_classes'], meta['in_channels'], T=config['T'], norm=norm,
+                                    ei_ratio=config['ei_ratio'], **layer_options(config) if norm == config['norm'] else {})
         return models.build(config['model'], meta['num_classes'], meta['in_channels'], norm=norm, T=config['T'],
                             ei_ratio=config['ei_ratio'], width=config['width'],
                             **layer_options(config) if norm == config['norm'] else {})
