@@ -17,6 +17,7 @@ uninitialized E-I layer, batch norms removed, each layer's neuron the paper's E 
 kept), ready for E-I Init; ``from_zoo(name, ...)`` builds a spikingjelly model zoo network and
 converts it (the trainer's zoo models).
 """
+import copy
 import importlib
 import json
 import re
@@ -369,6 +370,7 @@ def to_ei(net: nn.Module, ei_ratio: int = 4, readout: bool = False, neurons: str
         raise ConversionError(f"to_ei: neurons must be 'ei' (the paper's E population) or 'keep' (the network's "
                               f'own neurons), got {neurons!r}')
     problems, plan = [], []  # plan: (qualified name, new module), applied only if all is well
+    options = lambda: copy.deepcopy(layer_options)  # an I population module of its own for every layer
     leaves = _leaves(net)
     linears = [name for name, m in leaves if isinstance(m, nn.Linear)]
     if readout and not linears:
@@ -380,10 +382,10 @@ def to_ei(net: nn.Module, ei_ratio: int = 4, readout: bool = False, neurons: str
         if isinstance(old, nn.Linear) and name == last:
             if readout:
                 converted[name] = EILinear(old.in_features, old.out_features, ei_ratio=min(ei_ratio, old.out_features),
-                                           readout=True, step_mode=step_mode, **layer_options)
+                                           readout=True, step_mode=step_mode, **options())
         elif isinstance(old, nn.Linear):
             converted[name] = EILinear(old.in_features, old.out_features, ei_ratio=ei_ratio, step_mode=step_mode,
-                                       **layer_options)
+                                       **options())
         elif isinstance(old, nn.Conv2d):
             if old.groups != 1 or old.padding_mode != 'zeros' or isinstance(old.padding, str):
                 problems.append(f'{name}: Conv2d with groups={old.groups}, padding={old.padding!r}, padding_mode='
@@ -392,7 +394,7 @@ def to_ei(net: nn.Module, ei_ratio: int = 4, readout: bool = False, neurons: str
             else:
                 converted[name] = EIConv2d(old.in_channels, old.out_channels, old.kernel_size, old.stride,
                                            old.padding, old.dilation, ei_ratio=ei_ratio, step_mode=step_mode,
-                                           **layer_options)
+                                           **options())
         elif isinstance(old, _BatchNorm):
             prev_name, prev = leaves[i - 1] if i else (None, None)
             if prev_name in refused:

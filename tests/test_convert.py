@@ -425,14 +425,19 @@ PAPER_LIF = dict(spiking_neuron=neuron.LIFNode, tau=2.0, decay_input=False, v_re
 
 
 def test_to_ei_converts_spiking_vgg11_bn():
+    """Every Conv2d and Linear, the classifier's hidden ones too; the last Linear stays (readout=False)."""
     net = spiking_vgg.spiking_vgg11_bn(num_classes=10, **PAPER_LIF)
+    linears = [net.classifier[0], net.classifier[3]]
     convs = [m for m in net.features if isinstance(m, torch.nn.Conv2d)]
     convert.to_ei(net)
     layers = sj_ei.ei_layers(net)
     assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in net.modules())
     assert [(l.in_channels, l.out_channels, l.kernel_size, l.padding, l.readout, bool(l.initialized))
-            for _, l in layers] == [(c.in_channels, c.out_channels, c.kernel_size, c.padding, False, False) for c in convs]
-    assert isinstance(net.classifier[6], torch.nn.Linear)  # the classifier is kept
+            for _, l in layers[:8]] == [(c.in_channels, c.out_channels, c.kernel_size, c.padding, False, False)
+                                        for c in convs]
+    assert [(l.fan_in, l.n_e, l.readout) for _, l in layers[8:]] == [(m.in_features, m.out_features, False)
+                                                                     for m in linears]
+    assert type(net.classifier[6]) is type(linears[0]) and type(net.classifier[2]).__name__ == 'Dropout'
     functional.set_step_mode(net, 'm')
     trains_one_step(net, (torch.rand(2, 2, 3, 32, 32, generator=torch.Generator().manual_seed(0)) < 0.3).float())
 
@@ -443,8 +448,26 @@ def test_to_ei_converts_spiking_resnet18_with_an_ei_readout():
     assert (net.conv1.kernel_size, net.conv1.stride, net.conv1.padding) == ((7, 7), (2, 2), (3, 3))
     assert isinstance(net.fc, sj_ei.EILinear) and net.fc.readout and net.fc.n_i == 2
     assert len(sj_ei.ei_layers(net)) == 1 + 16 + 3 + 1  # stem, 8 blocks of 2, 3 downsamples, readout
+    # the block's forward adds the shortcut to conv2's current before sn2: no EIBlock, the neurons replaced in place
+    assert isinstance(net.layer2[0].sn2, sj_ei.EILIFNode) and isinstance(net.layer2[0].conv2, sj_ei.EIConv2d)
     functional.set_step_mode(net, 'm')
     trains_one_step(net, (torch.rand(2, 2, 3, 32, 32, generator=torch.Generator().manual_seed(0)) < 0.3).float())
+
+
+def test_a_network_without_batch_norm_is_converted_whole():
+    """Conv2d and Linear layers with biases and no batch norm; a neuron before the first layer is no E population
+    and stays; SEW blocks' connect functions, dropout and pooling stay (tests/test_zoo.py trains them)."""
+    encoder = neuron.IFNode()
+    net = torch.nn.Sequential(encoder, torch.nn.Conv2d(2, 8, 3, padding=1), neuron.LIFNode(), torch.nn.AvgPool2d(2),
+                              torch.nn.Flatten(), torch.nn.Linear(8 * 4 * 4, 16), neuron.LIFNode(),
+                              torch.nn.Dropout(0.1), torch.nn.Linear(16, 4))
+    convert.to_ei(net, readout=True, i_population=sj_ei.IPopulation('count', 2.0))
+    assert net[0] is encoder
+    populations = [layer.i_population for _, layer in sj_ei.ei_layers(net)]
+    assert len({id(p) for p in populations}) == 3 and all(p.mode == 'count' for p in populations)  # one each
+    assert [type(m).__name__ for m in net] == ['IFNode', 'EIBlock', 'Identity', 'AvgPool2d', 'Flatten', 'EIBlock',
+                                               'Identity', 'Dropout', 'EILinear']
+    assert net[8].readout and net[1].layer.fan_in == 18 and net[5].layer.fan_in == 128
 
 
 def test_to_ei_names_what_it_cannot_convert_and_changes_nothing():
@@ -454,5 +477,7 @@ def test_to_ei_names_what_it_cannot_convert_and_changes_nothing():
                                                       r"5: BatchNorm2d not directly after a Conv2d"):
         convert.to_ei(net)
     assert isinstance(net[0], torch.nn.Conv2d) and isinstance(net[1], torch.nn.BatchNorm2d)
-    with pytest.raises(convert.ConversionError, match='has no Conv2d followed by a batch norm'):
-        convert.to_ei(torch.nn.Sequential(torch.nn.Conv2d(4, 8, 3), torch.nn.ReLU()))
+    with pytest.raises(convert.ConversionError, match='has no Conv2d or Linear layer to convert'):
+        convert.to_ei(torch.nn.Sequential(torch.nn.ReLU(), neuron.IFNode()))
+    with pytest.raises(convert.ConversionError, match="neurons must be 'ei' .* or 'keep'"):
+        convert.to_ei(torch.nn.Sequential(torch.nn.Linear(4, 4)), neurons='lif')
