@@ -7,7 +7,7 @@
   ``EPopulation`` (made by ``e_population()``) is spikingjelly's own, for the composable
   path (the layer returns ``I_int``); ``EILIFNode`` is sj_ei's fused E population: it takes
   the layer's ``EICurrents`` and integrates them with the LIF dynamics over all T steps
-  (``sj_ei.lif`` on backend 'torch', ``sj_ei.cupy_backend`` on 'cupy'), or a plain ``I_int``.
+  (``sj_ei.lif``: the ``torch.ops.sj_ei`` operators of its backend), or a plain ``I_int``.
 """
 from typing import Optional, Union
 
@@ -15,9 +15,9 @@ import torch
 from torch import nn
 from spikingjelly.activation_based import surrogate
 
-from . import _compat, cupy_backend
+from . import _compat
 from .currents import EICurrents
-from .lif import LIFConfig, lif
+from .lif import LIFConfig, cupy_launch, lif
 
 
 class _Rate(torch.autograd.Function):
@@ -95,7 +95,7 @@ class EPopulation(_compat.LIFNode):
 
     def multi_step_forward(self, x_seq: torch.Tensor) -> torch.Tensor:
         if self.backend == 'cupy' and self.training:  # spikingjelly runs its CuPy kernel in training only
-            cupy_backend.require_cupy(x_seq)
+            cupy_launch.require_cupy(x_seq)
         return super().multi_step_forward(x_seq)
 
 
@@ -117,8 +117,9 @@ class EILIFNode(EPopulation):
     - a plain ``I_int`` tensor (then it is a fast LIF for any layer).
 
     Output: spikes shaped like the currents, float32 (float64 for float64 input).  Backends:
-    'torch' (``sj_ei.lif``: one autograd function over all T steps) and, in multi-step mode,
-    'cupy' (``sj_ei.cupy_backend``: one CUDA kernel over all T steps).  The state ``v`` ``[N, ...]``, ``store_v_seq``
+    'torch' (the torch kernel, one operator over all T steps, on any device) and, in multi-step mode,
+    'cupy' (one CUDA kernel over all T steps), both ``torch.ops.sj_ei`` operators (``sj_ei.lif``), so
+    ``torch.compile`` sees one operator per neuron.  The state ``v`` ``[N, ...]``, ``store_v_seq``
     (``v_seq [T, N, ...]``), ``reset()``, hooks and spikingjelly monitors work as for ``LIFNode``.
     Surrogates: spikingjelly's ``Sigmoid`` and ``ATan``.
     """
@@ -145,19 +146,7 @@ class EILIFNode(EPopulation):
         return spikes[0]
 
     def multi_step_forward(self, x_seq: Union[EICurrents, torch.Tensor]) -> torch.Tensor:
-        config = self.lif_config()
-        if self.backend == 'cupy':
-            return self._cupy_forward(x_seq, config)
-        spikes, self.v, v_seq = lif(x_seq, self.v, config, self.store_v_seq)
-        if self.store_v_seq:
-            self.v_seq = v_seq
-        return spikes
-
-    def _cupy_forward(self, x_seq: Union[EICurrents, torch.Tensor], config: LIFConfig) -> torch.Tensor:
-        """Backend 'cupy': ``sj_ei.cupy_backend.fused_ei_lif`` for ``EICurrents``, ``fused_lif`` for a plain
-        ``I_int`` (one kernel over all T steps; one clear error where CuPy cannot run)."""
-        run = cupy_backend.fused_ei_lif if isinstance(x_seq, EICurrents) else cupy_backend.fused_lif
-        spikes, v_seq, self.v = run(x_seq, self.v, config, self.store_v_seq)
+        spikes, self.v, v_seq = lif(x_seq, self.v, self.lif_config(), self.store_v_seq, self.backend)
         if self.store_v_seq:
             self.v_seq = v_seq
         return spikes
