@@ -23,7 +23,7 @@ from torch import nn
 
 from . import _compat
 from .layers import EILayer, ei_layers
-from .neurons import IPopulation
+from .i_population import IPopulation
 from .ops import OPS, ei_output_ops, inhibition_ops, pool_quantum, synapse_ops
 
 _op_counter = _compat.op_counter()
