@@ -62,13 +62,20 @@ def _cupy_problem() -> Optional[str]:
     return None
 
 
+@torch.compiler.assume_constant_result
+def _problem() -> Optional[str]:
+    """``_cupy_problem()``, which ``torch.compile`` asks once while it traces (CuPy's device query is no
+    torch operation), so that a compiled network with backend 'cupy' stays one graph."""
+    return _cupy_problem()
+
+
 def require_cupy(tensor: torch.Tensor) -> None:
     """Raise one clear ``CupyUnavailableError`` unless CuPy kernels can process ``tensor``."""
     if not tensor.is_cuda:
         where = ('this machine has no CUDA GPU' if not torch.cuda.is_available()
                  else f'the tensor is on {tensor.device}')
         raise CupyUnavailableError(f"backend 'cupy' needs CUDA tensors, but {where}; " + _HINT)
-    problem = _cupy_problem()
+    problem = _problem()
     if problem:
         raise CupyUnavailableError(problem)
 
