@@ -5,6 +5,7 @@ on the torch kernel and on the CuPy kernels (run on the CPU through the CUDA emu
 an E-I layer's real currents on event frames of moving bars (``test_lif.layer_currents``)."""
 import ast
 import importlib.util
+import os
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from spikingjelly.activation_based import functional
 
 import sj_ei
 from sj_ei.currents import EICurrents, integrate
-from sj_ei.lif import LIFConfig, operators
+from sj_ei.lif import LIFConfig, cupy_launch, operators
 
 from test_cupy_backend import HALF_CONFIGS
 from test_lif import layer_currents, moving_bar
@@ -152,21 +153,20 @@ def forward_backward(net, x, run=None):
     functional.reset_net(net)
     net.zero_grad()
     out = (net if run is None else run)(x)
-    out.backward(torch.linspace(-1, 1, out.numel()).view_as(out))
+    out.backward(torch.linspace(-1, 1, out.numel(), device=out.device).view_as(out))
     grads = {name: p.grad.clone() for name, p in net.named_parameters() if p.grad is not None}
     vs = [m.v.detach().clone() for m in net.modules() if isinstance(m, sj_ei.EILIFNode)]
     return out.detach(), grads, vs
 
 
-def compiled_matches_eager(backend: str, suffix: str):
+def compiled_matches_eager(backend: str, suffix: str, device: str = 'cpu'):
     torch.manual_seed(0)
-    net = sj_ei.models.build('vgg8', 4, 2, width=0.25)
-    x = events()
+    net = sj_ei.models.build('vgg8', 4, 2, width=0.25).to(device)
+    x = events().to(device)
     net(x)  # E-I Init
-    for m in net.modules():
-        if isinstance(m, sj_ei.EILIFNode):
-            m.backend = backend  # sj_ei.set_backend(net, 'cupy') refuses without a GPU
     nodes = [m for m in net.modules() if isinstance(m, sj_ei.EILIFNode)]
+    for node in nodes:
+        node.backend = backend  # sj_ei.set_backend(net, 'cupy') refuses without a GPU
     rates = []
     hooks = [m.register_forward_hook(lambda m, inputs, s: rates.append(s.mean().item())) for m in nodes]
     want = forward_backward(net, x)
@@ -195,9 +195,21 @@ def test_compiled_fused_vgg8_is_one_graph_of_sj_ei_operators_and_matches_eager()
     compiled_matches_eager('torch', '')
 
 
-def test_compiled_fused_vgg8_on_the_cupy_kernels_matches_eager(emulated_cupy):
-    """The same with the CuPy kernels (backend 'cupy' on every E population, emulated on the CPU)."""
-    compiled_matches_eager('cupy', '_cupy')
+@pytest.mark.parametrize('where', ['emulated', 'cuda'])
+def test_compiled_fused_vgg8_on_the_cupy_kernels_matches_eager(where, request, monkeypatch):
+    """The same with the CuPy kernels (backend 'cupy' on every E population), emulated on the CPU or
+    (case 'cuda', what ``.ci/gpu-check`` runs) launched on a GPU: skipped without one, a failure
+    then with ``SJ_EI_REQUIRE_GPU=1``."""
+    if where == 'emulated':
+        request.getfixturevalue('emulated_cupy')
+        return compiled_matches_eager('cupy', '_cupy')
+    try:
+        cupy_launch.require_cupy(torch.empty(1, device='cuda') if torch.cuda.is_available() else torch.empty(1))
+    except cupy_launch.CupyUnavailableError as e:
+        (pytest.fail if os.environ.get('SJ_EI_REQUIRE_GPU') == '1' else pytest.skip)(str(e))
+    monkeypatch.setattr(torch.backends.cudnn, 'deterministic', True)  # eager and compiled: the same convolutions
+    monkeypatch.setattr(torch.backends.cudnn, 'benchmark', False)
+    compiled_matches_eager('cupy', '_cupy', 'cuda')
 
 
 # ---------------------------------------------------------------- layout
