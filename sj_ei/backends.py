@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from . import _compat
-from .cupy_backend import install_hint
+from .lif.cupy_launch import install_hint
 
 BACKENDS = ('torch', 'cupy')
 

@@ -24,7 +24,7 @@ from spikingjelly.activation_based import base, functional
 
 from . import circuit
 from . import init as _init
-from .neurons import IPopulation
+from .i_population import IPopulation
 
 #: the values of an E-I layer's ``init``: E-I Init, or the Kaiming-normal ablation
 INITS = ('ei', 'kaiming')
