@@ -262,7 +262,8 @@ def feature_maps(nets: Dict[str, nn.Module], x: torch.Tensor, block: Optional[st
     ``nets`` (label -> network, e.g. the E-I network and its batch-norm twin), spikes ``[T, n, C, H', W']``
     averaged over T and C, run in eval mode.  Returns JSON-ready ``dict(block, input, intensity, contours,
     networks={label: dict(rates, mean_rate, active, contour_correlation, intensity_correlation)})``, maps as
-    nested lists ``[n][H][W]`` (``input``: ``[n][H][W][3]``); contours and intensity pooled to each map's size."""
+    nested lists ``[n][H][W]`` (``input``: ``[n][H][W][3]``); the correlations are against the contours and the
+    intensity pooled to each map's size."""
     rgb, intensity = _input_image(x, n)
     contours = _contours(intensity)
     result = dict(block=block, input=rgb.tolist(), intensity=intensity.tolist(), contours=contours.tolist(),

@@ -130,7 +130,7 @@ def check(key: str, value, source: str):
         raise ConfigError(f"{source}: threads must be >= 0 (0: torch's default), got {value!r}")
     if key == 'size' and value < 8:
         raise ConfigError(f'{source}: size must be >= 8 (synthetic frames of size x size), got {value!r}')
-    if key == 'image_size' and value not in (32, 64):
+    if key == 'image_size' and value not in datasets.TINYIMAGENET_SIZES:
         raise ConfigError(f"{source}: image_size must be 32 (the authors' TinyImageNet pipeline) or 64 (its native "
                           f'size), got {value!r}')
     if key == 'device':

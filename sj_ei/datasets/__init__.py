@@ -25,6 +25,8 @@ NAMES = tuple(_INFO)
 SYNTHETIC_OPTIONS = dict(num_samples=1024, num_test_samples=512, size=32, seed=0)
 #: options of ``build`` for the other datasets (``image_size``: TinyImageNet only) and their defaults
 OPTIONS = dict(augment=True, image_size=32)
+#: TinyImageNet's image sizes: the authors' (the default) and the native one
+TINYIMAGENET_SIZES = (32, 64)
 
 
 def model_input(x):

@@ -16,6 +16,7 @@ from pathlib import Path
 from torchvision import datasets, transforms
 from torchvision.datasets import cifar
 
+from . import TINYIMAGENET_SIZES
 from .errors import DatasetDamagedError, DatasetNotFoundError
 from .transforms import RandomErase
 
@@ -31,10 +32,6 @@ _REQUIRED = {
                      'Tiny ImageNet-200 (tiny-imagenet-200.zip from http://cs231n.stanford.edu/tiny-imagenet-200.zip), '
                      'extracted'),
 }
-
-
-#: TinyImageNet's image sizes: the authors' (the default) and the native one
-TINYIMAGENET_SIZES = (32, 64)
 
 
 def static_images(name: str, root, train: bool, augment: bool = True, image_size: int = 32):
