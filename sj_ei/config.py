@@ -57,7 +57,7 @@ SCHEMA = {
     'histograms': (bool, False, "TensorBoard histograms of E-I parameters and each layer's I_int, every epoch"),
     'collapse_check': (bool, True, 'stop with an error when, for a whole epoch, an E population is silent or '
                                    'saturated or the loss is flat at ln(classes) (docs/collapse.md)'),
-    'figures': (bool, True, 'TensorBoard images of the E-I balance and firing rates at the end of training '
+    'figures': (bool, True, 'TensorBoard images of the E-I balance, firing rates and feature maps at the end of training '
                             '(sj_ei.analyze; needs matplotlib: pip install sj_ei[analyze])'),
     'augment': (bool, True, "training augmentation of the dataset as in the authors' code (README, Datasets); "
                             'false: none (the test-time preprocessing alone)'),
