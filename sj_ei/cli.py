@@ -82,13 +82,13 @@ def _load(net: nn.Module, path, flag: str, kind: str):
 def test_batches(config: dict, n: int, synthetic: bool = False) -> List[Tuple[torch.Tensor, torch.Tensor]]:
     """The first ``n`` test batches ``(x, labels)`` of ``config``'s dataset, ``x`` as model input (``[T, B, ...]``
     or ``[B, C, H, W]``), or of the synthetic stand-in at its input shape (``synthetic``)."""
-    meta = datasets.info(config['dataset'], size=config['size'])
+    meta = datasets.info(config['dataset'], size=config['size'], image_size=config['image_size'])
     if config['dataset'] == 'synthetic' or synthetic:
         size = config['size'] if config['dataset'] == 'synthetic' else meta['size'][0]
         data = datasets.build('synthetic', None, config['T'], False, num_test_samples=n * config['batch_size'],
                               size=size, seed=config['seed'])
     else:
-        data = datasets.build(config['dataset'], config['data_dir'], config['T'], False)
+        data = cfg.dataset(config, train=False)
     batches = []
     for x, y in torch.utils.data.DataLoader(data, batch_size=config['batch_size']):
         if x.dim() == 5 and not meta['events']:  # stand-in image from events [B, T, 2, H, W]

@@ -47,7 +47,7 @@ def test_an_ei_run_logs_scalars_firing_rates_histograms_and_checkpoints(tmp_path
     assert len(energy) == 2 and all(e > 0 for e in energy)
     assert 0 < events.Scalars('ops/inhibition_share')[-1].value < 1
     # at the end, the E-I balance and firing-rate figures of sj_ei.analyze, as images of the last epoch
-    assert set(events.Tags()['images']) == {'analysis/balance', 'analysis/rates'}
+    assert set(events.Tags()['images']) == {'analysis/balance', 'analysis/rates', 'analysis/feature_maps'}
     assert [image.step for image in events.Images('analysis/balance')] == [1]
 
 

@@ -210,10 +210,7 @@ def run_epoch(model, loader, device, amp, train, optimizer=None, scheduler=None,
 
 def make_loader(config, distributed, train: bool) -> DataLoader:
     """The training (shuffled, reseeded every epoch by ``set_epoch``) or test loader."""
-    options = {}
-    if config['dataset'] == 'synthetic':
-        options = {k: config[k] for k in ('num_samples', 'num_test_samples', 'size', 'seed')}
-    dataset = datasets.build(config['dataset'], config['data_dir'], config['T'], train, **options)
+    dataset = cfg.dataset(config, train)
     if distributed.world > 1 and train:
         sampler = DistributedSampler(dataset, shuffle=True, seed=config['seed'], drop_last=True)
     elif distributed.world > 1:
