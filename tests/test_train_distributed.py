@@ -46,24 +46,41 @@ def test_test_shards_cover_every_sample_exactly_once():
     assert [len(ShardSampler(data, rank, 4)) for rank in range(4)] == [4, 4, 4, 3]
 
 
-def test_ctrl_c_of_a_torchrun_worker_is_a_hint_not_a_traceback_of_every_rank(tmp_path):
+def workers(launcher: subprocess.Popen) -> list:
+    """The process ids of the trainer processes a torchrun launcher started."""
+    children = open(f'/proc/{launcher.pid}/task/{launcher.pid}/children').read().split()
+    return [int(pid) for pid in children if b'train.classify' in open(f'/proc/{pid}/cmdline', 'rb').read()]
+
+
+def test_sigterm_to_one_torchrun_worker_stops_both_ranks_at_the_same_step_with_one_message(tmp_path):
+    """A signal that reaches rank 1 alone (rank 0 is in a collective meanwhile): both ranks stop after
+    the same step, rank 0 writes its checkpoint and alone says so."""
     config = tiny_config(tmp_path, num_samples=1_000_000)  # an epoch 0 that outlasts the test
     run, out, err = tmp_path / 'run', tmp_path / 'out.txt', tmp_path / 'err.txt'
     command = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2', f'--master_port={free_port()}',
                '-m', 'train.classify', '-cfg', str(config)]
     with open(out, 'w') as stdout, open(err, 'w') as stderr:
         launcher = subprocess.Popen(command, cwd=ROOT, env={**os.environ, 'PYTHONPATH': str(ROOT)}, stdout=stdout,
-                                    stderr=stderr, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                                    stderr=stderr)
     try:
         end = time.time() + 300
-        while f'out_dir {run}' not in out.read_text() and time.time() < end:
+        while 'parameters identical on all 2 ranks' not in out.read_text() and time.time() < end:
             time.sleep(0.2)
-        os.kill(int((run / '.lock').read_text()), signal.SIGINT)  # rank 0 holds the folder's lock
+        rank0 = int((run / '.lock').read_text())  # rank 0 holds the folder's lock
+        rank1, = set(workers(launcher)) - {rank0}
+        os.kill(rank1, signal.SIGTERM)
         launcher.wait(timeout=120)
     finally:
         launcher.terminate()  # torchrun stops its workers (each in a session of its own) if anything is left
         launcher.wait(timeout=120)
     text = err.read_text()
-    assert (f'interrupted; run the same command again to start afresh in {run} (no epoch finished, so there is '
-            'nothing to resume; what this run wrote there is replaced)') in text, text[-3000:]
-    assert text.count('Traceback') == 1, text[-3000:]  # torchrun's own report of the stopped worker, no rank's
+    latest = run / 'checkpoint_latest.pth'
+    stops = re.findall(rf'stopped by SIGTERM at epoch 0, step (\d+) of 62500; continue with -resume '
+                       rf'{re.escape(str(latest))}, with 2 processes again \(torchrun --nproc_per_node=2\)\n', text)
+    assert len(stops) == 1 and text.count('stopped by') == 1, text[-3000:]
+    assert text.count('Traceback') == 1, text[-3000:]  # torchrun's own report of the stopped workers, no rank's
+    saved = torch.load(latest, weights_only=True)
+    assert saved['epoch'] == -1 and saved['step'] == int(stops[0]) and len(saved['rng']) == 2
+    # both ranks trained exactly the steps of the checkpoint, 8 samples each
+    assert [part['sums'][0] for part in saved['partial']] == [8 * saved['step']] * 2
+    assert [len(part['losses']) for part in saved['partial']] == [saved['step']] * 2
