@@ -21,13 +21,14 @@ def cpu_threads(config: dict) -> tuple:
     run on (``os.sched_getaffinity``: what a batch scheduler or ``taskset`` granted), shared by the
     processes torchrun started on this machine."""
     if config['threads']:
-        return config['threads'], 'as the threads key or -threads says'
+        return config['threads'], 'set by -threads'
     if os.environ.get('OMP_NUM_THREADS', '').isdigit() and int(os.environ['OMP_NUM_THREADS']) > 0:
-        return int(os.environ['OMP_NUM_THREADS']), 'as OMP_NUM_THREADS says; -threads N to choose'
+        return int(os.environ['OMP_NUM_THREADS']), 'from OMP_NUM_THREADS; -threads N to choose'
     cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
     local = int(os.environ.get('LOCAL_WORLD_SIZE', 1))
-    shared = f', shared by the {local} processes on this machine' if local > 1 else ''
-    return max(1, cores // local), f'the {cores} core(s) this process may run on{shared}; -threads N to choose'
+    shared = f' shared by its {local} processes' if local > 1 else ''
+    return max(1, cores // local), (f'the {cores} core(s) this process may run on{shared}; on a busy machine '
+                                     '-threads N, N the idle cores')
 
 
 def check_setup(config: dict) -> torch.device:

@@ -1,0 +1,70 @@
+"""Soak: the quick start for many short epochs in one process, and its resident memory (RSS) at
+every epoch, so that a leak over a long run shows before a 300-epoch run meets it.
+
+    python -m train.soak [-epochs 150] [-threads N] [-keep DIR]
+
+runs ``python -m train.classify -cfg configs/quickstart.yaml -set num_samples=64
+-set num_test_samples=32 -epochs 150`` (2 steps per epoch) in a temporary folder, reads the
+trainer's RSS (its processes together, ``/proc``) at every epoch line, and prints one line per
+tenth of the run and the verdict: the RSS from the end of epoch 1 to the last, and whether it stayed
+within 5% (its first epoch grows while allocators and caches fill)."""
+import argparse
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+#: the RSS may vary by this share from epoch 1 to the last and still count as flat
+FLAT = 0.05
+
+
+def rss(pid: int) -> int:
+    """Resident bytes of process ``pid`` and its descendants (0 for a process that has ended)."""
+    try:
+        status = Path(f'/proc/{pid}/status').read_text()
+        children = Path(f'/proc/{pid}/task/{pid}/children').read_text().split()
+    except FileNotFoundError:
+        return 0
+    kb = next((int(line.split()[1]) for line in status.splitlines() if line.startswith('VmRSS:')), 0)
+    return kb * 1024 + sum(rss(int(child)) for child in children)
+
+
+def soak(epochs: int, threads, folder: Path) -> list:
+    """The trainer's RSS (bytes) at each epoch line of the quick start run for ``epochs`` short epochs."""
+    command = [sys.executable, '-m', 'train.classify', '-cfg', 'configs/quickstart.yaml', '-set', 'num_samples=64',
+               '-set', 'num_test_samples=32', '-epochs', str(epochs), '-out-dir', str(folder / 'run')]
+    command += ['-threads', str(threads)] if threads else []
+    print('$', ' '.join(['python', *command[1:]]).replace(str(folder), 'TMP'), flush=True)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1])
+    sizes = []
+    for line in process.stdout:
+        if line.startswith('epoch '):
+            sizes.append(rss(process.pid))
+            if len(sizes) % max(1, epochs // 10) == 0 or len(sizes) in (1, 2):
+                print(f'epoch {len(sizes) - 1}: RSS {sizes[-1] / 2 ** 20:.0f} MiB', flush=True)
+        elif not line.startswith('note:'):
+            print(line, end='', flush=True)
+    if process.wait():
+        sys.exit(f'the trainer failed (exit status {process.returncode})')
+    return sizes
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog='python -m train.soak', description=__doc__.split('\n\n')[0])
+    parser.add_argument('-epochs', type=int, default=150, help='epochs of 2 steps (default 150)')
+    parser.add_argument('-threads', type=int, help="the trainer's -threads (default: its own)")
+    parser.add_argument('-keep', metavar='DIR', help='run in DIR (kept) instead of a temporary folder')
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        sizes = soak(args.epochs, args.threads, Path(args.keep or tmp))
+    steady = sizes[1:]
+    low, high = min(steady), max(steady)
+    spread = (high - low) / low
+    print(f'RSS from epoch 1 to {len(sizes) - 1}: {low / 2 ** 20:.0f}-{high / 2 ** 20:.0f} MiB (first '
+          f'{steady[0] / 2 ** 20:.0f}, last {steady[-1] / 2 ** 20:.0f}), spread {100 * spread:.1f}%: '
+          f'{"flat" if spread <= FLAT else "NOT flat"} (within {100 * FLAT:.0f}%)', flush=True)
+    return 0 if spread <= FLAT else 1
+
+
+if __name__ == '__main__':
+    sys.exit(main())
