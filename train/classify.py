@@ -34,6 +34,7 @@ import sj_ei.analyze
 import sj_ei.ops
 from sj_ei import config as cfg, convert, datasets, health
 from sj_ei.config import build_model  # noqa: F401  (classify.build_model: the model of a config)
+from sj_ei.cupy_backend import CupyUnavailableError
 from sj_ei.errors import UserError
 
 from . import checkpoint, run_folder, signals
@@ -280,7 +281,7 @@ def main(argv=None):
             evaluate_pretrained(config, args.pretrained)
         else:
             train(config, args.resume)
-    except UserError as e:
+    except (UserError, CupyUnavailableError) as e:  # CupyUnavailableError: a UserError once cupy_backend says so
         exact = f': {command(argv, e.processes)}' if isinstance(e, checkpoint.ProcessCountError) else ''
         print(f'error: {e}{exact}', file=sys.stderr)
         sys.exit(2)
