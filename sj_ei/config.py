@@ -123,7 +123,8 @@ def check(key: str, value, source: str):
     if key == 'seed' and not 0 <= value < 2 ** 32:
         raise ConfigError(f'{source}: seed must be from 0 to 4294967295 (what numpy accepts), got {value!r}')
     if key == 'threads' and value < 0:
-        raise ConfigError(f"{source}: threads must be >= 0 (0: OMP_NUM_THREADS, else every core this process may run on), got {value!r}")
+        raise ConfigError(f'{source}: threads must be >= 0 (0: OMP_NUM_THREADS, else every core this process may '
+                          f'run on), got {value!r}')
     if key == 'size' and value < 8:
         raise ConfigError(f'{source}: size must be >= 8 (synthetic frames of size x size), got {value!r}')
     if key == 'device':

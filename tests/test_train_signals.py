@@ -82,7 +82,8 @@ def test_sigterm_mid_epoch_then_resume_ends_bitwise_equal_to_an_uninterrupted_ru
     assert_same_run(run / 'checkpoint_latest.pth', uninterrupted / 'checkpoint_latest.pth')
     assert_same_run(run / 'checkpoint_max.pth', uninterrupted / 'checkpoint_max.pth')
     for tag in ('train/loss', 'train/acc1', 'test/loss', 'lr'):  # epoch 1's train loss counts all its 8 steps
-        series = [[(s.step, s.value) for s in EventAccumulator(str(d)).Reload().Scalars(tag)] for d in (run, uninterrupted)]
+        series = [[(s.step, s.value) for s in EventAccumulator(str(d)).Reload().Scalars(tag)]
+                  for d in (run, uninterrupted)]
         assert sorted(set(series[0])) == series[1] and len(series[1]) == 3, tag
 
 

@@ -41,7 +41,8 @@ from . import checkpoint, run_folder, signals
 from .data import first_batch, make_loader, set_epoch  # noqa: F401
 from .distributed import Distributed
 from .loop import amp_dtype, run_epoch  # noqa: F401
-from .messages import Summary, after_stop, collapse_message, command, header, near_chance, peer_lost  # noqa: F401
+from .messages import (Summary, after_stop, collapse_message, command, header, near_chance,  # noqa: F401
+                       peer_lost, resumed_at)
 from .monitor import FiringRates, epoch_health, log_epoch, log_histograms, test_operations
 from .prepare import check_setup, cpu_threads, seed_everything
 from .pretrained import Evaluation, evaluate_pretrained, pretrained_model  # noqa: F401
@@ -184,7 +185,7 @@ def open_log(training: Training, state, warmup_note, train_samples: int, test_sa
         return None
     training.out_dir.mkdir(parents=True, exist_ok=True)
     writer = SummaryWriter(str(training.out_dir))
-    begin = (f', resumed at epoch {training.epoch}' + (f', step {training.step} of {training.steps}' if training.step else '') if state else
+    begin = (f', resumed at {resumed_at(training.epoch, training.step, training.steps)}' if state else
              f', from the weights of {config["init_from"]}' if config['init_from'] else '')
     print(header(config, train_samples, test_samples, distributed.world, distributed.device,
                  cpu_threads(config)[1], begin), flush=True)

@@ -41,12 +41,18 @@ def position(epoch: int, step: int, steps: int) -> str:
     return f'epoch {epoch}, step {step} of {steps}' if step else f'the end of epoch {epoch - 1}'
 
 
+def resumed_at(epoch: int, step: int, steps: int) -> str:
+    """Where a resumed run begins: ``'epoch 3'``, or ``'epoch 3, step 17 of 50'`` in the middle of an epoch."""
+    return f'epoch {epoch}' + (f', step {step} of {steps}' if step else '')
+
+
 def stopped(signal_name: str, where: str, out_dir, processes: int) -> str:
     """The one line of a run stopped by a signal: ``stopped by SIGTERM at epoch E, step S of N; continue ...``."""
     return f'stopped by {signal_name} at {where}; {after_stop(out_dir, processes)}'
 
 
-def header(config: dict, train_samples: int, test_samples: int, processes: int, device, threads: str, begin: str) -> str:
+def header(config: dict, train_samples: int, test_samples: int, processes: int, device, threads: str,
+           begin: str) -> str:
     """The first line of a run: model, data, processes, device and CPU threads, folder, how it begins."""
     return (f'{config["model"]} ({config["norm"]}) on {config["dataset"]}: {train_samples} train / {test_samples} '
             f'test samples, T={config["T"]}, {processes} process(es), device {device} '
