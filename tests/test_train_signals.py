@@ -126,3 +126,18 @@ def test_the_stop_signals_and_their_exit_statuses(tmp_path):
         assert re.fullmatch(rf'stopped by {sig.name} at epoch 0, step \d+ of 125000; continue with -resume '
                             rf'\S+checkpoint_latest.pth\n', err), err
         assert position(folder / 'run' / 'checkpoint_latest.pth')[0] == -1
+
+
+def test_sigterm_to_every_process_of_the_job_with_data_loader_workers_still_stops_cleanly(tmp_path):
+    """A scheduler signals every process of a job, the data loader's workers too: they leave it to the trainer."""
+    config = tiny_config(tmp_path, num_samples=1_000_000, workers=1)
+    with open(tmp_path / 'out.txt', 'w') as out, open(tmp_path / 'err.txt', 'w') as err:
+        process = subprocess.Popen([sys.executable, '-m', 'train.classify', '-cfg', str(config)], cwd=ROOT,
+                                   env={**os.environ, 'PYTHONPATH': str(ROOT)}, stdout=out, stderr=err,
+                                   start_new_session=True)
+    wait_for(lambda: 'out_dir' in (tmp_path / 'out.txt').read_text(), 'the header', process)
+    time.sleep(1)  # the first steps: the worker runs
+    os.killpg(process.pid, signal.SIGTERM)
+    assert process.wait(timeout=300) == 128 + signal.SIGTERM
+    err = (tmp_path / 'err.txt').read_text()
+    assert re.fullmatch(r'stopped by SIGTERM at epoch 0, step \d+ of 125000; continue with -resume \S+\n', err), err
