@@ -386,7 +386,10 @@ def main(argv=None):
         prices = Prices.parse(args.prices)
         config, batches, _, ei_net, bn_net = cli.networks(args)
         if args.division != 'exact' or args.table_size is not None:
-            set_division(ei_net, args.division, args.table_size)
+            try:
+                set_division(ei_net, args.division, args.table_size)
+            except ValueError as e:  # a -division / -table-size the division cannot take
+                raise ConfigError(str(e)) from None
     ei, bn = compare(ei_net, bn_net, batches, prices)
     shape = 'x'.join(map(str, batches[0].shape[-3:]))
     source = 'synthetic stand-in for ' + config['dataset'] if args.synthetic else config['dataset']
