@@ -604,7 +604,7 @@ def main(argv=None):
         try:
             import matplotlib  # noqa: F401 (checked before the work, not after it)
         except ImportError:
-            raise ValueError('python -m sj_ei.analyze draws with matplotlib, which is not installed: '
+            raise cfg.ConfigError('python -m sj_ei.analyze draws with matplotlib, which is not installed: '
                              "pip install 'sj_ei[analyze]' (or pip install matplotlib)") from None
         config, batches, labels, ei_net, bn_net = cli.networks(args)
         torch.manual_seed(config['seed'])

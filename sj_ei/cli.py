@@ -17,10 +17,8 @@ from torch import nn
 from spikingjelly.activation_based import functional
 
 from . import config as cfg, convert, datasets
+from .errors import UserError
 from .layers import ei_init
-
-#: the errors a user can cause from a command line (ConfigError, ConversionError and EIInitError are ValueErrors)
-USER_ERRORS = (ValueError, datasets.DatasetNotFoundError)
 
 
 def parser(prog: str, description: str) -> argparse.ArgumentParser:
@@ -45,7 +43,7 @@ def errors():
     """Turn a user's mistake inside the block into ``error: ...`` on stderr and exit status 2."""
     try:
         yield
-    except USER_ERRORS as e:
+    except UserError as e:
         print(f'error: {e}', file=sys.stderr)
         sys.exit(2)
 
@@ -55,7 +53,7 @@ def networks(args) -> Tuple[dict, List[torch.Tensor], List[torch.Tensor], nn.Mod
     both networks in eval mode, loaded from ``-pretrained`` / ``-bn-pretrained`` where given."""
     config = cfg.apply_sets(cfg.load(args.cfg), args.set)
     if args.batches < 1:
-        raise ValueError(f'-batches must be >= 1, got {args.batches}')
+        raise cfg.ConfigError(f'-batches must be >= 1, got {args.batches}')
     batches, labels = zip(*test_batches(config, args.batches, args.synthetic))
     torch.manual_seed(config['seed'])
     ei_net, bn_net = cfg.build_model(config, 'ei'), cfg.build_model(config, 'bn')

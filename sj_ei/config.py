@@ -15,6 +15,7 @@ import yaml
 
 from . import datasets, models
 from .backends import BACKENDS
+from .errors import UserError
 from .layers import INITS, check_grad_scale
 from .neurons import IPopulation
 
@@ -49,8 +50,12 @@ SCHEMA = {
     'backend': (str, 'torch', "neuron backend: 'torch' or 'cupy' (GPU)"),
     'device': (str, 'cpu', "torch device, e.g. 'cpu', 'cuda', 'cuda:1'"),
     'seed': (int, 0, 'seed of every random number generator (0 to 4294967295)'),
-    'threads': (int, 1, 'torch CPU threads per process (torch.set_num_threads; 0: torch\'s default, one per core '
-                        'or OMP_NUM_THREADS); more threads than idle cores makes training many times slower'),
+    'threads': (int, 0, 'torch CPU threads per process (torch.set_num_threads; 0: OMP_NUM_THREADS if set, else the '
+                        'cores this process may run on, shared by the processes torchrun starts on a machine); on a '
+                        'machine busy with other work give the idle cores: more threads than idle cores makes '
+                        'training many times slower'),
+    'checkpoint_every': (int, 0, 'also write checkpoint_latest.pth every this many training steps (0: only at the '
+                                 'end of every epoch); a run killed outright loses at most that many steps'),
     'out_dir': (str, 'runs/run', 'folder of this run: TensorBoard logs and checkpoints (must not hold another run)'),
     'init_from': (str, None, "start from the weights of this checkpoint (this trainer's, or a DeepEISNN model) "
                              'instead of E-I Init, with a fresh optimizer and schedule (fine-tuning, more epochs)'),
@@ -85,7 +90,7 @@ ALIASES = {'learning_rate': 'lr', 'batch': 'batch_size', 'bs': 'batch_size', 'nu
 ABLATIONS = ('init', 'sign_constraint', 'eps', 'grad_scale', 'i_population', 'i_theta')
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config file or flag the trainer cannot use."""
 
 
@@ -122,12 +127,14 @@ def check(key: str, value, source: str):
         raise ConfigError(f'{source}: {key} must be a finite number, got {value!r}')
     if key in CHOICES and value not in CHOICES[key]:
         raise ConfigError(f'{source}: {key} must be one of {", ".join(CHOICES[key])}, got {value!r}')
-    if key in POSITIVE and value <= 0 or key in ('lr', 'weight_decay', 'momentum', 'warmup_epochs', 'workers') and value < 0:
+    if key in POSITIVE and value <= 0 or key in ('lr', 'weight_decay', 'momentum', 'warmup_epochs', 'workers',
+                                                 'checkpoint_every') and value < 0:
         raise ConfigError(f'{source}: {key} must be {"> 0" if key in POSITIVE else ">= 0"}, got {value!r}')
     if key == 'seed' and not 0 <= value < 2 ** 32:
         raise ConfigError(f'{source}: seed must be from 0 to 4294967295 (what numpy accepts), got {value!r}')
     if key == 'threads' and value < 0:
-        raise ConfigError(f"{source}: threads must be >= 0 (0: torch's default), got {value!r}")
+        raise ConfigError(f'{source}: threads must be >= 0 (0: OMP_NUM_THREADS, else every core this process may '
+                          f'run on), got {value!r}')
     if key == 'size' and value < 8:
         raise ConfigError(f'{source}: size must be >= 8 (synthetic frames of size x size), got {value!r}')
     if key == 'image_size' and value not in datasets.TINYIMAGENET_SIZES:

@@ -48,6 +48,7 @@ from spikingjelly.activation_based import functional, neuron
 
 from . import cli
 from . import division
+from .config import ConfigError
 from .division import LUTDivision, ShiftDivision, set_division
 from .layers import EILayer, ei_layers
 
@@ -83,7 +84,7 @@ class Prices:
             except ValueError:
                 values[key.strip()] = None
             if values[key.strip()] is None or values[key.strip()] < 0:
-                raise ValueError(f'prices: {item!r} is not NAME=PICOJOULES with NAME one of {", ".join(names)} '
+                raise ConfigError(f'prices: {item!r} is not NAME=PICOJOULES with NAME one of {", ".join(names)} '
                                  f'and a number >= 0, e.g. "mac=3.1,ac=0.1"')
         return cls(**values)
 
@@ -385,7 +386,10 @@ def main(argv=None):
         prices = Prices.parse(args.prices)
         config, batches, _, ei_net, bn_net = cli.networks(args)
         if args.division != 'exact' or args.table_size is not None:
-            set_division(ei_net, args.division, args.table_size)
+            try:
+                set_division(ei_net, args.division, args.table_size)
+            except ValueError as e:  # a -division / -table-size the division cannot take
+                raise ConfigError(str(e)) from None
     ei, bn = compare(ei_net, bn_net, batches, prices)
     shape = 'x'.join(map(str, batches[0].shape[-3:]))
     source = 'synthetic stand-in for ' + config['dataset'] if args.synthetic else config['dataset']

@@ -105,7 +105,7 @@ def test_flags_override_the_file(tmp_path):
     (['-set', 'lr'], 'expects KEY=VALUE'),
     (['-seed', '-5'], 'flag -seed: seed must be from 0 to 4294967295 (what numpy accepts), got -5'),
     (['-seed', '4294967296'], 'seed must be from 0 to 4294967295'),
-    (['-threads', '-1'], "threads must be >= 0 (0: torch's default), got -1"),
+    (['-threads', '-1'], 'threads must be >= 0 (0: OMP_NUM_THREADS, else every core this process may run on), got -1'),
 ])
 def test_bad_flag_values_are_config_errors(tmp_path, flags, message):
     with pytest.raises(cfg.ConfigError, match=re.escape(message)):

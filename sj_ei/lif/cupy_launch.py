@@ -26,6 +26,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from ..errors import UserError
 from .config import LIFConfig
 from .cupy_code import Kernel, backward_kernel, forward_kernel
 
@@ -44,7 +45,7 @@ def install_hint() -> str:
     return f'pip install {wheel}{extra}, the CuPy for the CUDA {cuda} of this torch'
 
 
-class CupyUnavailableError(RuntimeError):
+class CupyUnavailableError(UserError, RuntimeError):
     """backend 'cupy' was asked for where it cannot run."""
 
 
