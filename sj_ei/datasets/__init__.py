@@ -74,6 +74,9 @@ def build(name: str, root, T: int, train: bool, **options):
         raise ValueError(f'dataset {name!r} has no option {", ".join(sorted(set(options) - allowed))}; its options '
                          f'are {", ".join(sorted(allowed))}')
     o = {**OPTIONS, **options}
+    if o['image_size'] not in TINYIMAGENET_SIZES:
+        raise ValueError(f"tinyimagenet: image_size must be 32 (the authors' pipeline) or 64 (the native size), "
+                         f"got {o['image_size']!r}")
     if name in ('dvsgesture', 'cifar10dvs'):
         from .events import event_frames
         return event_frames(name, root, T, train, o['augment'])

@@ -16,7 +16,6 @@ from pathlib import Path
 from torchvision import datasets, transforms
 from torchvision.datasets import cifar
 
-from . import TINYIMAGENET_SIZES
 from .errors import DatasetDamagedError, DatasetNotFoundError
 from .transforms import RandomErase
 
@@ -37,9 +36,6 @@ _REQUIRED = {
 def static_images(name: str, root, train: bool, augment: bool = True, image_size: int = 32):
     """The ``train`` or test split of ``'cifar10'``, ``'cifar100'`` or ``'tinyimagenet'`` (``image_size``:
     TinyImageNet only, 32 or 64); the training split augmented unless not ``augment``."""
-    if image_size not in TINYIMAGENET_SIZES:
-        raise ValueError(f"tinyimagenet: image_size must be 32 (the authors' pipeline) or 64 (the native size), "
-                         f'got {image_size!r}')
     root = Path(root)
     folder = _check(name, root)
     transform = _transform(name, train and augment, image_size if name == 'tinyimagenet' else 32)
