@@ -1,4 +1,4 @@
-"""What the library's command lines (``python -m sj_ei.ops``, ``python -m sj_ei.analyze``) share:
+"""What the library's command lines (``python -m sj_ei.energy``, ``python -m sj_ei.analyze``) share:
 a trainer config with ``-set`` overrides, its E-I network and batch-norm twin from checkpoints
 (or untrained), and batches of its test set.
 

@@ -1,7 +1,7 @@
 """Experiment configuration: every key, its type, default and meaning, in one place.
 
 A config is a YAML mapping of these keys; command-line flags override it.  The trainer
-(``python -m train.classify``) and the library's command lines (``sj_ei.ops``, ``sj_ei.analyze``) read it.
+(``python -m train.classify``) and the library's command lines (``sj_ei.energy``, ``sj_ei.analyze``) read it.
 Unknown keys (with the closest valid key suggested) and values of the wrong type are a
 ``ConfigError`` listing the valid keys.  The recipe behind the defaults is the paper's
 Appendix F.6 and Table 5; the E-I ablation switches are its Table 2.
