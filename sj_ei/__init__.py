@@ -15,13 +15,13 @@ from . import convert
 
 __all__ = ['EIConv2d', 'EILinear', 'EILayer', 'EIInitError', 'IPopulation', 'e_population', 'EILIFNode', 'EIBlock',
            'EICurrents', 'ei_init', 'ei_layers', 'constrain', 'clamp_', 'set_division', 'set_backend', 'BACKENDS', 'BackendError', 'health', 'models',
-           'convert', 'ops']
+           'convert', 'energy', 'ops']
 __version__ = '0.1.0'
 
 
 def __getattr__(name):
-    """``sj_ei.ops`` after a plain ``import sj_ei``, imported when first used (importing it here would make
-    ``python -m sj_ei.ops`` warn that the module was imported before it ran)."""
-    if name == 'ops':
-        return importlib.import_module(f'{__name__}.ops')
+    """``sj_ei.energy`` (and its former name ``sj_ei.ops``) after a plain ``import sj_ei``, imported when first
+    used (importing it here would make ``python -m sj_ei.energy`` warn that the module was imported before it ran)."""
+    if name in ('energy', 'ops'):
+        return importlib.import_module(f'{__name__}.{name}')
     raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

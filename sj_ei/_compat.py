@@ -115,7 +115,7 @@ def op_counter() -> types.ModuleType:
     """spikingjelly 2's ``spikingjelly.activation_based.op_counter`` (counters, counter modes, energy models)."""
     if SJ_MAJOR == 0:
         raise ImportError(f'spikingjelly {SJ_VERSION} has no op_counter (spikingjelly 2 has it); '
-                          'count with sj_ei.ops, which works on both releases')
+                          'count with sj_ei.energy, which works on both releases')
     from spikingjelly.activation_based import op_counter as module
     return module
 

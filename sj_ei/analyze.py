@@ -1,7 +1,8 @@
-"""E-I diagnostics of a running network: the paper's Figures 4 and 5, E-I balance and activity.
+"""E-I diagnostics of a running network: the paper's Figures 4, 5 and 8, E-I balance and activity.
 
     rec = sj_ei.analyze.record(net, batches)                   # hooks on the running network (eval, no grad)
     grads = sj_ei.analyze.gradient_norms(fresh_net, x, labels) # Figure 5: at initialization, with/without 1/d
+    maps = sj_ei.analyze.feature_maps({'E-I': net, 'BN': bn_net}, x)  # Figure 8: input and firing-rate maps
     summary = sj_ei.analyze.summarize(rec, init=rec0, twin=bn_rec, gradients=grads)  # JSON-ready numbers
     sj_ei.analyze.save(summary, 'analysis/')                   # summary.json and the PNG figures
     python -m sj_ei.analyze -cfg configs/quickstart.yaml -pretrained CKPT [-bn-pretrained CKPT] [-out DIR]
@@ -23,6 +24,10 @@ means of ``I_EE`` and ``I_EI``, their ratio ``mean I_EI / mean I_EE``, and their
 across neurons, positions, samples and time steps; the divisive gain ``g_E / I_sh~`` (mean, and the
 5/50/95% quantiles of the sample).  Per E population: the firing rate (spikes per neuron per step)
 and its per-channel values; per I population: mean ``r_I`` and the fraction of nonzero ``r_I``.
+Feature maps (Figure 8): for a few inputs and one block (an E population and what feeds it), each
+network's firing rate per position (spikes averaged over time steps and channels), its Pearson
+correlation with the input's contours (Sobel gradient magnitude of its intensity, pooled to the map's
+size) and with the intensity itself, and the fraction of positions that fire at all.
 """
 import json
 import math
@@ -43,6 +48,8 @@ from .layers import ei_init, ei_layers
 SAMPLE = 200_000
 #: the E-I layer parameters of the paper's Figure 5
 PARAMETERS = ('weight_ee', 'weight_ie', 'weight_ei', 'gain_i', 'gain_e')
+#: test inputs the feature-map figure (Figure 8) shows
+MAP_SAMPLES = 4
 
 
 class _Moments:
@@ -206,6 +213,89 @@ def gradient_norms(net: nn.Module, x: torch.Tensor, labels: torch.Tensor) -> Dic
             layer.grad_scale = scale
         for p, g in zip(net.parameters(), saved):
             p.grad = g
+    return result
+
+
+def blocks(net: nn.Module) -> List[str]:
+    """The names of ``net``'s blocks that end in a spiking neuron (``features.0``, ...): the parents of its
+    neurons, in forward order; an E-I network and its batch-norm twin share them."""
+    return [name.rpartition('.')[0] for name, m in net.named_modules() if isinstance(m, neuron.BaseNode)]
+
+
+def _input_image(x: torch.Tensor, n: int):
+    """``(rgb [n, H, W, 3] in [0, 1], intensity [n, H, W])`` of the first ``n`` model inputs of ``x``: static
+    ``[B, C, H, W]`` pixels, or events ``[T, B, C, H, W]`` as counts over time (ON red, OFF blue)."""
+    x = x.detach().float()
+    image = x[:, :n].sum(0) if x.dim() == 5 else x[:n]
+    intensity = image.mean(1)
+    if x.dim() == 5:
+        image = image / image.amax((1, 2, 3), keepdim=True).clamp(min=1e-12)
+    if image.shape[1] == 3:
+        rgb = image
+    elif image.shape[1] == 2:
+        rgb = torch.stack([image[:, 0], torch.zeros_like(image[:, 0]), image[:, 1]], 1)
+    else:
+        rgb = image.mean(1, keepdim=True).expand(-1, 3, -1, -1)
+    return rgb.clamp(0, 1).permute(0, 2, 3, 1), intensity
+
+
+def _contours(intensity: torch.Tensor) -> torch.Tensor:
+    """Sobel gradient magnitude ``[n, H, W]`` of ``intensity [n, H, W]`` (borders replicated)."""
+    sobel = torch.tensor([[-1., 0., 1.], [-2., 0., 2.], [-1., 0., 1.]])
+    kernels = torch.stack([sobel, sobel.t()]).unsqueeze(1)
+    grad = F.conv2d(F.pad(intensity.unsqueeze(1), (1, 1, 1, 1), mode='replicate'), kernels)
+    return grad.pow(2).sum(1).sqrt()
+
+
+def _correlation(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.double().flatten(), b.double().flatten()
+    a, b = a - a.mean(), b - b.mean()
+    norm = (a.norm() * b.norm()).item()
+    return (a @ b).item() / norm if norm > 0 else math.nan
+
+
+@torch.no_grad()
+def feature_maps(nets: Dict[str, nn.Module], x: torch.Tensor, block: Optional[str] = None,
+                 n: int = MAP_SAMPLES) -> dict:
+    """The paper's Figure 8: for the first ``n`` model inputs of ``x`` (``[T, B, ...]`` or static ``[B, C, H, W]``),
+    the firing rate per position of ``block`` (a name of ``blocks(net)``; default the first) in every network of
+    ``nets`` (label -> network, e.g. the E-I network and its batch-norm twin), spikes ``[T, n, C, H', W']``
+    averaged over T and C, run in eval mode.  Returns JSON-ready ``dict(block, input, intensity, contours,
+    networks={label: dict(rates, mean_rate, active, contour_correlation, intensity_correlation)})``, maps as
+    nested lists ``[n][H][W]`` (``input``: ``[n][H][W][3]``); the correlations are against the contours and the
+    intensity pooled to each map's size."""
+    rgb, intensity = _input_image(x, n)
+    contours = _contours(intensity)
+    result = dict(block=block, input=rgb.tolist(), intensity=intensity.tolist(), contours=contours.tolist(),
+                  networks={})
+    for label, net in nets.items():
+        names = blocks(net)
+        name = block or (names[0] if names else None)
+        if name not in names:
+            raise ValueError(f'feature maps: {label} network ({type(net).__name__}) has no block {name!r} ending in a '
+                             f'spiking neuron; its blocks: {", ".join(names) or "none"}')
+        result['block'] = name
+        last = [m for m in dict(net.named_modules())[name].children() if isinstance(m, neuron.BaseNode)][-1]
+        seen = []
+        hook = last.register_forward_hook(lambda m, a, out: seen.append(out.detach()))
+        was_training = net.training
+        net.eval()
+        try:
+            net(x[:, :n] if x.dim() == 5 else x[:n])
+        finally:
+            functional.reset_net(net)
+            net.train(was_training)
+            hook.remove()
+        spikes = seen[0]
+        if spikes.dim() != 5:
+            raise ValueError(f'feature maps: block {name!r} of the {label} network gives spikes of shape '
+                             f'{tuple(spikes.shape)}, not multi-step feature maps [T, B, C, H, W]')
+        rates = spikes.float().mean((0, 2))                                       # [n, H', W']
+        size = rates.shape[-2:]
+        result['networks'][label] = dict(
+            rates=rates.tolist(), mean_rate=rates.mean().item(), active=(rates > 0).double().mean().item(),
+            contour_correlation=_correlation(rates, F.adaptive_avg_pool2d(contours, size)),
+            intensity_correlation=_correlation(rates, F.adaptive_avg_pool2d(intensity, size)))
     return result
 
 
@@ -422,7 +512,35 @@ def figure_gradients(summary: dict):
     return fig
 
 
-FIGURES = {'i_int': figure_i_int, 'balance': figure_balance, 'rates': figure_rates, 'gradients': figure_gradients}
+def figure_feature_maps(summary: dict):
+    """The paper's Figure 8: each test input (a row) next to the firing-rate map of the same block in every
+    network summarized (E-I, batch-norm twin), each map on its own colour scale."""
+    import matplotlib.pyplot as plt
+    maps = summary['feature_maps']
+    networks = list(maps['networks'].items())
+    rows, columns = len(maps['input']), 1 + len(networks)
+    fig, axes = _grid(plt, rows, columns, height=2.3)
+    fig.set_figwidth(2.5 * columns + 0.6)
+    for i, row in enumerate(axes):
+        row[0].imshow(maps['input'][i], interpolation='nearest')
+        for ax, (label, entry) in zip(row[1:], networks):
+            image = ax.imshow(entry['rates'][i], cmap='magma', vmin=0, interpolation='nearest')
+            fig.colorbar(image, ax=ax, fraction=0.046, pad=0.03).ax.tick_params(labelsize=6)
+    axes[0][0].set_title('input', fontsize=8)
+    for ax, (label, entry) in zip(axes[0][1:], networks):
+        ax.set_title(f"{label}: rate {entry['mean_rate']:.3f}\nr(contours) {entry['contour_correlation']:.2f}, "
+                     f"r(intensity) {entry['intensity_correlation']:.2f}", fontsize=7)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(f"Firing rate of {_short(maps['block'])} (spikes per neuron and step, averaged over channels)",
+                 fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+FIGURES = {'i_int': figure_i_int, 'balance': figure_balance, 'rates': figure_rates, 'gradients': figure_gradients,
+           'feature_maps': figure_feature_maps}
 
 
 def save(summary: dict, out, dpi: int = 90) -> List[Path]:
@@ -435,7 +553,7 @@ def save(summary: dict, out, dpi: int = 90) -> List[Path]:
     paths = [out / 'summary.json']
     paths[0].write_text(json.dumps(summary, indent=1))
     for name, draw in FIGURES.items():
-        if name == 'gradients' and 'gradients' not in summary or name == 'balance' and not summary['layers']:
+        if name in ('gradients', 'feature_maps') and name not in summary or name == 'balance' and not summary['layers']:
             continue
         fig = draw(summary)
         fig.savefig(out / f'{name}.png', dpi=dpi)
@@ -445,8 +563,9 @@ def save(summary: dict, out, dpi: int = 90) -> List[Path]:
 
 
 def log_figures(writer, net: nn.Module, batches: List[torch.Tensor], step: int) -> bool:
-    """Add the E-I balance (E-I networks) and firing-rate figures of ``net`` on ``batches`` to the
-    TensorBoard ``writer`` as images ``analysis/balance`` and ``analysis/rates`` at ``step``.
+    """Add the E-I balance (E-I networks), firing-rate and feature-map (its first block on the first inputs)
+    figures of ``net`` on ``batches`` to the TensorBoard ``writer`` as images ``analysis/balance``,
+    ``analysis/rates`` and ``analysis/feature_maps`` at ``step``.
     Returns False (and warns) where matplotlib is not installed."""
     try:
         import matplotlib
@@ -456,9 +575,11 @@ def log_figures(writer, net: nn.Module, batches: List[torch.Tensor], step: int) 
         return False
     matplotlib.use('Agg')
     summary = summarize(record(net, batches, f'the model at step {step}'))
+    summary['feature_maps'] = feature_maps({f'step {step}': net}, batches[0])
     if summary['layers']:
         writer.add_figure('analysis/balance', figure_balance(summary), step)
     writer.add_figure('analysis/rates', figure_rates(summary), step)
+    writer.add_figure('analysis/feature_maps', figure_feature_maps(summary), step)
     return True
 
 
@@ -467,16 +588,23 @@ def main(argv=None):
     from . import cli, config as cfg
     parser = cli.parser('python -m sj_ei.analyze', 'E-I diagnostics of a trained network on batches of its test '
                         "set: I_int per layer at E-I Init and now (the paper's Figure 4, beside the batch-norm "
-                        "twin's), E-I balance, firing rates, gradient norms at initialization (Figure 5); writes "
-                        'summary.json and PNG figures.')
+                        "twin's), E-I balance, firing rates, gradient norms at initialization (Figure 5), firing-rate maps "
+                        'of one block of both networks beside their inputs (Figure 8); writes summary.json and PNG '
+                        'figures.')
     parser.add_argument('-out', default='analysis', metavar='DIR', help='folder for summary.json and the figures '
                         '(default analysis/)')
+    parser.add_argument('-map-layer', metavar='BLOCK', help='block of the feature maps (Figure 8), e.g. features.2 '
+                        '(default: the first)')
+    parser.add_argument('-map-samples', type=int, default=MAP_SAMPLES, metavar='N',
+                        help=f'test inputs of the feature maps (default {MAP_SAMPLES})')
     args = parser.parse_args(argv)
     with cli.errors():
+        if args.map_samples < 1:
+            raise ValueError(f'-map-samples must be >= 1, got {args.map_samples}')
         try:
             import matplotlib  # noqa: F401 (checked before the work, not after it)
         except ImportError:
-            raise ValueError('python -m sj_ei.analyze draws with matplotlib, which is not installed: '
+            raise cfg.ConfigError('python -m sj_ei.analyze draws with matplotlib, which is not installed: '
                              "pip install 'sj_ei[analyze]' (or pip install matplotlib)") from None
         config, batches, labels, ei_net, bn_net = cli.networks(args)
         torch.manual_seed(config['seed'])
@@ -487,6 +615,10 @@ def main(argv=None):
     init = record(fresh, batches, 'E-I Init')
     twin = record(bn_net, batches, 'BN trained' if args.bn_pretrained else 'BN untrained (calibrated)')
     summary = summarize(trained, init, twin, gradient_norms(fresh, batches[0], labels[0]))
+    with cli.errors():
+        names = ('E-I trained' if args.pretrained else 'E-I Init', twin.label)
+        summary['feature_maps'] = feature_maps(dict(zip(names, (ei_net, bn_net))), batches[0], args.map_layer,
+                                               args.map_samples)
     summary['source'] = dict(config=args.cfg, pretrained=args.pretrained, bn_pretrained=args.bn_pretrained,
                              batches=len(batches), samples=sum(len(y) for y in labels))
     paths = save(summary, args.out)

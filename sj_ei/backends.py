@@ -7,12 +7,13 @@ import torch
 from torch import nn
 
 from . import _compat
-from .cupy_backend import install_hint
+from .errors import UserError
+from .lif.cupy_launch import install_hint
 
 BACKENDS = ('torch', 'cupy')
 
 
-class BackendError(ValueError):
+class BackendError(UserError, ValueError):
     """A backend was asked of modules (or of a machine) that cannot run it."""
 
 

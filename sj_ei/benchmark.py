@@ -187,10 +187,10 @@ def variants(device: torch.device, floor: bool = False):
                                if backend == 'torch' or neuron != 'lif' or _compat.HAS_CUPY_BACKEND]
     if device.type != 'cuda':
         return triples('torch'), f'no CuPy rows: the CuPy backend runs on a CUDA device, this run is on {device}'
-    from . import cupy_backend
+    from .lif import cupy_launch
     try:
-        cupy_backend.require_cupy(torch.empty(1, device=device))
-    except cupy_backend.CupyUnavailableError as e:
+        cupy_launch.require_cupy(torch.empty(1, device=device))
+    except cupy_launch.CupyUnavailableError as e:
         return triples('torch'), f'no CuPy rows: {e}'
     return triples('torch') + triples('cupy'), None
 

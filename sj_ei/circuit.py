@@ -169,7 +169,7 @@ class _Circuit(torch.autograd.Function):
     Saves ``r_I`` (which the I population's ReLU saves anyway), the ``[N]`` stabilization floor
     and, for ``I_int``, ``d`` (in the dtype of ``I_EE``); ``I_sh~`` is recomputed in backward (one
     point-wise product) instead of being stored.  Stabilization passes the gradient straight
-    through.  The gradient of ``weight_ei`` is multiplied by ``grad_scale`` (docs/method.md
+    through.  The gradient of ``weight_ei`` is multiplied by ``grad_scale`` (``grad_factor``; docs/method.md
     section 4) here and nowhere else.  Computed in float32 (float64 for float64 input) with
     autocast off; ``I_int`` and the readout are returned in ``dtype``.
     """
@@ -230,6 +230,13 @@ class _Circuit(torch.autograd.Function):
                 grad_gain_i.to(gain_i.dtype), grad_gain_e, grad_bias, None, None, None, None, None)
 
 
+def grad_factor(grad_scale, fan_in: int) -> float:
+    """The factor on ``weight_ei``'s gradient for a layer's ``grad_scale`` and fan-in ``d``: ``d ** -p`` for a
+    number ``p`` (paper Table 3); ``True`` is ``p = 1`` (``1/d``, the paper's default), ``False`` is ``p = 0`` (1)."""
+    p = float(grad_scale)
+    return 1.0 / fan_in if p == 1 else float(fan_in) ** -p
+
+
 def run(layer, x: torch.Tensor) -> Union[torch.Tensor, EICurrents]:
     """An E-I layer's output for its (checked) input ``x`` (``[N, ...]``, or ``[T, B, ...]`` in
     multi-step mode): ``I_int`` (``layer.output == 'current'``; readout layers: ``I_EE - I_EI``)
@@ -245,7 +252,7 @@ def run(layer, x: torch.Tensor) -> Union[torch.Tensor, EICurrents]:
     flat = x.flatten(0, 1) if steps is not None else x
     i_ee, i_ie = layer.project(flat)
     r = layer.i_population(i_ie)
-    config = (layer.eps, layer.sign_constraint, 1.0 / layer.fan_in if layer.grad_scale else 1.0, x.dtype)
+    config = (layer.eps, layer.sign_constraint, grad_factor(layer.grad_scale, layer.fan_in), x.dtype)
     if layer.readout:
         if layer.output != 'current':
             raise ValueError(f"{type(layer).__name__}: a readout layer outputs I_EE - I_EI (output='current'), "

@@ -1,4 +1,4 @@
-"""What the library's command lines (``python -m sj_ei.ops``, ``python -m sj_ei.analyze``) share:
+"""What the library's command lines (``python -m sj_ei.energy``, ``python -m sj_ei.analyze``) share:
 a trainer config with ``-set`` overrides, its E-I network and batch-norm twin from checkpoints
 (or untrained), and batches of its test set.
 
@@ -17,10 +17,8 @@ from torch import nn
 from spikingjelly.activation_based import functional
 
 from . import config as cfg, convert, datasets
+from .errors import UserError
 from .layers import ei_init
-
-#: the errors a user can cause from a command line (ConfigError, ConversionError and EIInitError are ValueErrors)
-USER_ERRORS = (ValueError, datasets.DatasetNotFoundError)
 
 
 def parser(prog: str, description: str) -> argparse.ArgumentParser:
@@ -45,7 +43,7 @@ def errors():
     """Turn a user's mistake inside the block into ``error: ...`` on stderr and exit status 2."""
     try:
         yield
-    except USER_ERRORS as e:
+    except UserError as e:
         print(f'error: {e}', file=sys.stderr)
         sys.exit(2)
 
@@ -55,7 +53,7 @@ def networks(args) -> Tuple[dict, List[torch.Tensor], List[torch.Tensor], nn.Mod
     both networks in eval mode, loaded from ``-pretrained`` / ``-bn-pretrained`` where given."""
     config = cfg.apply_sets(cfg.load(args.cfg), args.set)
     if args.batches < 1:
-        raise ValueError(f'-batches must be >= 1, got {args.batches}')
+        raise cfg.ConfigError(f'-batches must be >= 1, got {args.batches}')
     batches, labels = zip(*test_batches(config, args.batches, args.synthetic))
     torch.manual_seed(config['seed'])
     ei_net, bn_net = cfg.build_model(config, 'ei'), cfg.build_model(config, 'bn')
@@ -82,13 +80,13 @@ def _load(net: nn.Module, path, flag: str, kind: str):
 def test_batches(config: dict, n: int, synthetic: bool = False) -> List[Tuple[torch.Tensor, torch.Tensor]]:
     """The first ``n`` test batches ``(x, labels)`` of ``config``'s dataset, ``x`` as model input (``[T, B, ...]``
     or ``[B, C, H, W]``), or of the synthetic stand-in at its input shape (``synthetic``)."""
-    meta = datasets.info(config['dataset'], size=config['size'])
+    meta = datasets.info(config['dataset'], size=config['size'], image_size=config['image_size'])
     if config['dataset'] == 'synthetic' or synthetic:
         size = config['size'] if config['dataset'] == 'synthetic' else meta['size'][0]
         data = datasets.build('synthetic', None, config['T'], False, num_test_samples=n * config['batch_size'],
                               size=size, seed=config['seed'])
     else:
-        data = datasets.build(config['dataset'], config['data_dir'], config['T'], False)
+        data = cfg.dataset(config, train=False)
     batches = []
     for x, y in torch.utils.data.DataLoader(data, batch_size=config['batch_size']):
         if x.dim() == 5 and not meta['events']:  # stand-in image from events [B, T, 2, H, W]

@@ -32,6 +32,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from spikingjelly.activation_based import functional, neuron, surrogate
 
 from . import _compat, datasets, models
+from .errors import UserError
 from .block import EIBlock
 from .constraint import clamp_
 from .layers import EIConv2d, EILinear, ei_layers
@@ -52,7 +53,7 @@ _INHIBITION = {'weight_ei': ('weight_ei',), 'gain_i': ('gain_i', 'alpha'), 'gain
                'bias': ('bias',)}
 
 
-class ConversionError(ValueError):
+class ConversionError(UserError, ValueError):
     """A checkpoint or network that cannot be converted; the message names what did not map."""
 
 

@@ -20,6 +20,8 @@ from typing import Optional, Sequence
 import torch
 from spikingjelly.activation_based import neuron
 
+from .errors import UserError
+
 #: an E population firing less than this (spikes per neuron per time step) is silent ...
 SILENT = 1e-4
 #: ... and more than this, saturated
@@ -37,7 +39,7 @@ FLAT = 1e-3
 FLAT_STEPS = 8
 
 
-class CollapseError(RuntimeError):
+class CollapseError(UserError, RuntimeError):
     """A network whose E populations or loss show that it no longer learns."""
 
 

@@ -17,8 +17,10 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from .errors import UserError
 
-class EIInitError(ValueError):
+
+class EIInitError(UserError, ValueError):
     """An E-I layer cannot be initialized from the data it was given."""
 
 

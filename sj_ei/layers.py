@@ -15,7 +15,8 @@ names each (``layer.name``, its qualified name in ``net``, which error messages 
 through ``layer.label``); ``ei_init(net, ...)`` initializes them all.
 """
 import math
-from typing import Optional, Tuple
+from numbers import Real
+from typing import Optional, Tuple, Union
 
 import torch
 from torch import nn
@@ -24,10 +25,20 @@ from spikingjelly.activation_based import base, functional
 
 from . import circuit
 from . import init as _init
-from .neurons import IPopulation
+from .i_population import IPopulation
 
 #: the values of an E-I layer's ``init``: E-I Init, or the Kaiming-normal ablation
 INITS = ('ei', 'kaiming')
+#: ``grad_scale``: True (``1/d``), False (none) or a number ``p > 0`` (``d ** -p``)
+GradScale = Union[bool, float]
+
+
+def check_grad_scale(value) -> GradScale:
+    """``value`` if it is a valid ``grad_scale`` (a bool, or a finite real number > 0), else a ``ValueError``."""
+    if isinstance(value, bool) or isinstance(value, Real) and math.isfinite(value) and value > 0:
+        return value
+    raise ValueError(f'grad_scale must be true (scale the gradient of W_EI by 1/d, d = fan-in; the paper\'s), false '
+                     f'(no scaling) or a number p > 0 (scale by d^-p, paper Table 3: 1 is true), got {value!r}')
 
 
 def _sync_initialized(layer, incompatible_keys):
@@ -43,7 +54,8 @@ class EILayer(nn.Module, base.StepModule):
     exponential E-I Init (clamped to >= 0 when ``sign_constraint``);
     ``sign_constraint=False`` lifts Dale's law; ``eps=float`` replaces adaptive
     stabilization by a fixed epsilon in the denominator; ``grad_scale=False`` turns off
-    the ``1/d`` scaling of the gradient of ``weight_ei``.
+    the ``1/d`` scaling of the gradient of ``weight_ei``, a number ``p > 0`` scales it by ``d ** -p``
+    instead (paper Table 3; ``True`` is ``p = 1``).
     Attributes: ``output`` (``'current'`` or ``'currents'``, see the module docstring),
     ``division`` (None, or a callable ``I_sh~ -> I_sh'`` carrying its own gradient, applied
     before the division) and ``name`` (its qualified name in the network, set by ``ei_layers``;
@@ -52,7 +64,7 @@ class EILayer(nn.Module, base.StepModule):
     name = ''
 
     def __init__(self, out_features: int, weight_tail: tuple, ei_ratio: int, readout: bool, step_mode: str,
-                 init: str, sign_constraint: bool, eps: Optional[float], grad_scale: bool,
+                 init: str, sign_constraint: bool, eps: Optional[float], grad_scale: GradScale,
                  i_population: Optional[IPopulation]):
         super().__init__()
         if ei_ratio < 1 or out_features // ei_ratio < 1:
@@ -62,6 +74,10 @@ class EILayer(nn.Module, base.StepModule):
             raise ValueError(f'{type(self).__name__}: init must be one of {INITS}, got {init!r}')
         if eps is not None and eps <= 0:
             raise ValueError(f'{type(self).__name__}: eps must be > 0 or None (adaptive stabilization), got {eps}')
+        try:
+            check_grad_scale(grad_scale)
+        except ValueError as e:
+            raise ValueError(f'{type(self).__name__}: {e}') from None
         self.n_e, self.n_i = out_features, out_features // ei_ratio
         self.ei_ratio, self.readout, self.step_mode = ei_ratio, readout, step_mode
         self.init, self.sign_constraint, self.eps, self.grad_scale = init, sign_constraint, eps, grad_scale
@@ -150,7 +166,7 @@ class EIConv2d(EILayer):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
                  ei_ratio: int = 4, readout: bool = False, step_mode: str = 's', init: str = 'ei',
-                 sign_constraint: bool = True, eps: Optional[float] = None, grad_scale: bool = True,
+                 sign_constraint: bool = True, eps: Optional[float] = None, grad_scale: GradScale = True,
                  i_population: Optional[IPopulation] = None):
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.stride = _pair(kernel_size), _pair(stride)
@@ -177,7 +193,7 @@ class EILinear(EILayer):
 
     def __init__(self, in_features: int, out_features: int, ei_ratio: int = 4, readout: bool = False,
                  step_mode: str = 's', init: str = 'ei', sign_constraint: bool = True,
-                 eps: Optional[float] = None, grad_scale: bool = True, i_population: Optional[IPopulation] = None):
+                 eps: Optional[float] = None, grad_scale: GradScale = True, i_population: Optional[IPopulation] = None):
         self.in_features, self.out_features = in_features, out_features
         self._in = in_features
         super().__init__(out_features, (in_features,), ei_ratio, readout, step_mode,

@@ -128,7 +128,8 @@ def build(name: str, num_classes: int, in_channels: int, norm: str = 'ei', T: Op
 
     ``T`` is needed only for static input.  ``width`` scales every layer's channel count
     (the paper's networks are ``width=1``; a small width makes a quick CPU model).  ``layer_options`` go to every E-I layer
-    (the ablation switches: ``init``, ``sign_constraint``, ``eps``, ``grad_scale``, ``i_population``).
+    (the ablation switches: ``init``, ``sign_constraint``, ``eps``, ``grad_scale`` (True, False or ``p``: ``d ** -p``),
+    ``i_population``).
     """
     if name not in NAMES:
         raise ValueError(f'unknown model {name!r}; choose one of {", ".join(NAMES)}')

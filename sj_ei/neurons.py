@@ -1,13 +1,11 @@
 """The two neuron populations of an E-I layer.
 
-- I population: stateless (no membrane, nothing carried across time steps);
-  its output ``r_I`` is the rate form ``ReLU(I_IE)`` (the paper's default) or
-  the spike-count form ``floor(I_IE / theta) * theta``.
+- I population: stateless, ``IPopulation`` (in ``sj_ei.i_population``, which the layers import).
 - E population: a spikingjelly ``LIFNode`` with the paper's settings (docs/method.md section 2).
   ``EPopulation`` (made by ``e_population()``) is spikingjelly's own, for the composable
   path (the layer returns ``I_int``); ``EILIFNode`` is sj_ei's fused E population: it takes
   the layer's ``EICurrents`` and integrates them with the LIF dynamics over all T steps
-  (``sj_ei.lif`` on backend 'torch', ``sj_ei.cupy_backend`` on 'cupy'), or a plain ``I_int``.
+  (``sj_ei.lif``: the ``torch.ops.sj_ei`` operators of its backend), or a plain ``I_int``.
 """
 from typing import Optional, Union
 
@@ -15,67 +13,10 @@ import torch
 from torch import nn
 from spikingjelly.activation_based import surrogate
 
-from . import _compat, cupy_backend
+from . import _compat
 from .currents import EICurrents
-from .lif import LIFConfig, lif
-
-
-class _Rate(torch.autograd.Function):
-    """``ReLU(I_IE)`` whose gradient also passes where ``I_IE`` is exactly 0, as the authors' I
-    population (the identity on ``I_IE >= 0``) does: there the layer's whole receptive field is
-    silent, ``I_EE`` and ``I_IE`` are both 0, and the inhibitory path carries the gradient that
-    balances the excitatory one (without it, the previous layer receives ``W_EE^T g_E / I_sh~``
-    alone, ``I_sh~`` being the tiny stabilization floor: see docs/collapse.md).  Negative ``I_IE``
-    (possible only without Dale's law) gives ``-0.0``, whose sign bit blocks the gradient, so
-    only the output is saved."""
-
-    @staticmethod
-    def forward(ctx, i_ie):
-        r = torch.relu(i_ie).copysign_(i_ie)  # arithmetic, vectorized (torch.where is not, on CPUs)
-        ctx.save_for_backward(r)
-        return r
-
-    @staticmethod
-    def backward(ctx, grad):
-        r, = ctx.saved_tensors
-        return torch.ones_like(r).copysign_(r).clamp_(min=0).mul_(grad)  # 1 where the sign bit is clear
-
-
-class _SpikeCount(torch.autograd.Function):
-    """``floor(x / theta) * theta`` for ``x >= 0``; straight-through gradient."""
-
-    @staticmethod
-    def forward(ctx, x, theta):
-        return torch.floor(x / theta) * theta
-
-    @staticmethod
-    def backward(ctx, grad):
-        return grad, None
-
-
-class IPopulation(nn.Module):
-    """Stateless inhibitory population: ``[N, n_I, ...] -> [N, n_I, ...]``.
-
-    ``mode='rate'`` gives ``ReLU(I_IE)``; ``mode='count'`` gives the number of
-    spikes of threshold ``theta`` times ``theta`` (gradient passed straight
-    through where ``I_IE >= 0``).
-    """
-    MODES = ('rate', 'count')
-
-    def __init__(self, mode: str = 'rate', theta: float = 1.0):
-        super().__init__()
-        if mode not in self.MODES:
-            raise ValueError(f"IPopulation mode must be one of {self.MODES}, got {mode!r}")
-        if theta <= 0:
-            raise ValueError(f'IPopulation theta must be > 0, got {theta}')
-        self.mode, self.theta = mode, float(theta)
-
-    def forward(self, i_ie: torch.Tensor) -> torch.Tensor:
-        r = _Rate.apply(i_ie)
-        return r if self.mode == 'rate' else _SpikeCount.apply(r, self.theta)
-
-    def extra_repr(self):
-        return f'mode={self.mode}' + (f', theta={self.theta}' if self.mode == 'count' else '')
+from .i_population import IPopulation  # noqa: F401 (sj_ei.neurons.IPopulation)
+from .lif import LIFConfig, cupy_launch, lif
 
 
 class EPopulation(_compat.LIFNode):
@@ -95,7 +36,7 @@ class EPopulation(_compat.LIFNode):
 
     def multi_step_forward(self, x_seq: torch.Tensor) -> torch.Tensor:
         if self.backend == 'cupy' and self.training:  # spikingjelly runs its CuPy kernel in training only
-            cupy_backend.require_cupy(x_seq)
+            cupy_launch.require_cupy(x_seq)
         return super().multi_step_forward(x_seq)
 
 
@@ -117,8 +58,9 @@ class EILIFNode(EPopulation):
     - a plain ``I_int`` tensor (then it is a fast LIF for any layer).
 
     Output: spikes shaped like the currents, float32 (float64 for float64 input).  Backends:
-    'torch' (``sj_ei.lif``: one autograd function over all T steps) and, in multi-step mode,
-    'cupy' (``sj_ei.cupy_backend``: one CUDA kernel over all T steps).  The state ``v`` ``[N, ...]``, ``store_v_seq``
+    'torch' (the torch kernel, one operator over all T steps, on any device) and, in multi-step mode,
+    'cupy' (one CUDA kernel over all T steps), both ``torch.ops.sj_ei`` operators (``sj_ei.lif``), so
+    ``torch.compile`` sees one operator per neuron.  The state ``v`` ``[N, ...]``, ``store_v_seq``
     (``v_seq [T, N, ...]``), ``reset()``, hooks and spikingjelly monitors work as for ``LIFNode``.
     Surrogates: spikingjelly's ``Sigmoid`` and ``ATan``.
     """
@@ -145,19 +87,7 @@ class EILIFNode(EPopulation):
         return spikes[0]
 
     def multi_step_forward(self, x_seq: Union[EICurrents, torch.Tensor]) -> torch.Tensor:
-        config = self.lif_config()
-        if self.backend == 'cupy':
-            return self._cupy_forward(x_seq, config)
-        spikes, self.v, v_seq = lif(x_seq, self.v, config, self.store_v_seq)
-        if self.store_v_seq:
-            self.v_seq = v_seq
-        return spikes
-
-    def _cupy_forward(self, x_seq: Union[EICurrents, torch.Tensor], config: LIFConfig) -> torch.Tensor:
-        """Backend 'cupy': ``sj_ei.cupy_backend.fused_ei_lif`` for ``EICurrents``, ``fused_lif`` for a plain
-        ``I_int`` (one kernel over all T steps; one clear error where CuPy cannot run)."""
-        run = cupy_backend.fused_ei_lif if isinstance(x_seq, EICurrents) else cupy_backend.fused_lif
-        spikes, v_seq, self.v = run(x_seq, self.v, config, self.store_v_seq)
+        spikes, self.v, v_seq = lif(x_seq, self.v, self.lif_config(), self.store_v_seq, self.backend)
         if self.store_v_seq:
             self.v_seq = v_seq
         return spikes

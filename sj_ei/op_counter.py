@@ -1,5 +1,5 @@
 """sj_ei's counting rules for spikingjelly 2's operation counters (``spikingjelly.activation_based.op_counter``),
-so that a spikingjelly 2 user counts an E-I network as ``sj_ei.ops`` does (spikingjelly 2 only).
+so that a spikingjelly 2 user counts an E-I network as ``sj_ei.energy`` does (spikingjelly 2 only).
 
     from spikingjelly.activation_based.op_counter import ModuleCounterMode
     counters = sj_ei.op_counter.counters(net)     # {'ac': EICounter, 'mac': ..., 'div': ..., 'mul': ..., 'add': ...}
@@ -9,13 +9,13 @@ so that a spikingjelly 2 user counts an E-I network as ``sj_ei.ops`` does (spiki
 
 ``EICounter`` is a spikingjelly ``ModuleCounter``: rules keyed by ``('forward', module type)``
 that spikingjelly's ``ModuleCounterMode`` calls with each module's input and output.  Its rules
-are the functions of ``sj_ei.ops`` (``synapse_ops``, ``inhibition_ops``, ``ei_output_ops``), so
+are the functions of ``sj_ei.energy`` (``synapse_ops``, ``inhibition_ops``, ``ei_output_ops``), so
 the counts are the same numbers: spike and count input as ACs, real input as MACs, the I
 population's ``W_EI`` paths as MACs per nonzero ``r_I``, one division per E neuron and step.
 They cover what E-I layers do (the projection, the I population, stabilization, division,
 ``g_E`` and ``b_E``); spikingjelly's own counters (``ACCounter``, ``MACCounter`` under
 ``DispatchCounterMode``) count the rest of a network their way, per aten operation.
-Counts are totals over every call (``sj_ei.ops`` reports them per sample).
+Counts are totals over every call (``sj_ei.energy`` reports them per sample).
 """
 from typing import Dict
 
@@ -23,15 +23,15 @@ from torch import nn
 
 from . import _compat
 from .layers import EILayer, ei_layers
-from .neurons import IPopulation
-from .ops import OPS, ei_output_ops, inhibition_ops, pool_quantum, synapse_ops
+from .i_population import IPopulation
+from .energy import OPS, ei_output_ops, inhibition_ops, pool_quantum, synapse_ops
 
 _op_counter = _compat.op_counter()
 
 
 class EICounter(_op_counter.ModuleCounter):
-    """Counts operation ``op`` (one of ``sj_ei.ops.OPS``: ``'ac'``, ``'mac'``, ``'div'``, ``'mul'``,
-    ``'add'``) of the E-I layers of ``net``, as ``sj_ei.ops`` counts them."""
+    """Counts operation ``op`` (one of ``sj_ei.energy.OPS``: ``'ac'``, ``'mac'``, ``'div'``, ``'mul'``,
+    ``'add'``) of the E-I layers of ``net``, as ``sj_ei.energy`` counts them."""
 
     def __init__(self, op: str, net: nn.Module):
         super().__init__()
@@ -59,5 +59,5 @@ class EICounter(_op_counter.ModuleCounter):
 
 
 def counters(net: nn.Module) -> Dict[str, EICounter]:
-    """One ``EICounter`` per operation of ``sj_ei.ops.OPS``, for ``net``."""
+    """One ``EICounter`` per operation of ``sj_ei.energy.OPS``, for ``net``."""
     return {op: EICounter(op, net) for op in OPS}

@@ -5,7 +5,7 @@ import os
 import pytest
 import torch
 
-from sj_ei import cupy_backend
+from sj_ei.lif import cupy_launch
 
 from cuda_emulation import Emulator
 
@@ -21,6 +21,6 @@ def emulator(tmp_path_factory):
 
 @pytest.fixture
 def emulated_cupy(emulator, monkeypatch):
-    """``sj_ei.cupy_backend`` runs its kernels on the CPU (as in test_cupy_backend)."""
-    monkeypatch.setattr(cupy_backend, '_launch', emulator.launch)
-    monkeypatch.setattr(cupy_backend, 'require_cupy', lambda tensor: None)
+    """``sj_ei.lif.cupy_launch`` runs its kernels on the CPU (as in test_cupy_backend)."""
+    monkeypatch.setattr(cupy_launch, '_launch', emulator.launch)
+    monkeypatch.setattr(cupy_launch, 'require_cupy', lambda tensor: None)

@@ -5,8 +5,9 @@ variables, empties the CUDA qualifiers and defines the CUDA intrinsics the kerne
 same IEEE float semantics (``-ffp-contract=off``: no fused multiply-add, like the ``_rn``
 intrinsics).  For each kernel a C++ driver runs it once per (block, thread) of the grid.
 
-``Emulator.launch`` has the signature of ``sj_ei.cupy_backend._launch`` and takes CPU tensors,
-so the real autograd function runs on the CPU when the launcher is swapped for it.  Every
+``Emulator.launch`` has the signature of ``sj_ei.lif.cupy_launch._launch`` and takes CPU tensors,
+so the real ``torch.ops.sj_ei.*_cupy`` operators and their autograd formulas run on the CPU when the
+launcher is swapped for it.  Every
 tensor's storage is copied into a buffer with guard bytes on both sides, checked after the
 launch: a thread writing outside its tensor fails the test instead of corrupting memory.
 """

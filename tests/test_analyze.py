@@ -6,14 +6,16 @@ import math
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 from spikingjelly.activation_based import layer as sj_layer
 
+import formats
 import sj_ei
-from sj_ei import analyze
+from sj_ei import analyze, models
 
 T, B = 3, 2
 
@@ -162,13 +164,72 @@ def test_a_batch_norm_network_is_summarized_by_its_lif_input_currents():
     assert summary['twin']['e_populations']['2']['rate'] == pytest.approx(lif_by_hand(after_bn).mean().item())
 
 
+def sobel_by_hand(image: np.ndarray) -> np.ndarray:
+    """Sobel gradient magnitude of ``[H, W]``, borders replicated, written out with slices."""
+    p = np.pad(image, 1, mode='edge')
+    gx = (p[:-2, 2:] + 2 * p[1:-1, 2:] + p[2:, 2:]) - (p[:-2, :-2] + 2 * p[1:-1, :-2] + p[2:, :-2])
+    gy = (p[2:, :-2] + 2 * p[2:, 1:-1] + p[2:, 2:]) - (p[:-2, :-2] + 2 * p[:-2, 1:-1] + p[:-2, 2:])
+    return np.hypot(gx, gy)
+
+
+def test_feature_maps_are_the_firing_rates_of_a_block_beside_the_input_contours():
+    """Figure 8: each network's rate map (spikes of the chosen block averaged over T and channels) is the LIF of
+    the paper's currents (E-I) or of the batch-norm output by hand; its correlations are with the Sobel contours
+    and the intensity of the input (event counts over time), pooled to the map's size."""
+    x = strokes()
+    ei = Net(sj_ei.EILIFNode(step_mode='m'))
+    conv = sj_layer.Conv2d(1, 4, 3, padding=1, bias=False, step_mode='m')
+    with torch.no_grad():
+        conv.weight.copy_(torch.linspace(-0.5, 1.0, 36).view(4, 1, 3, 3))
+    bn = nn.Sequential(nn.Sequential(conv, sj_layer.BatchNorm2d(4, step_mode='m'), sj_ei.e_population(step_mode='m')),
+                       sj_layer.AvgPool2d(2, step_mode='m'))
+    assert analyze.blocks(ei) == ['block'] and analyze.blocks(bn) == ['0']
+    maps = analyze.feature_maps({'E-I': ei}, x, n=2)
+    assert maps['block'] == 'block'
+    spikes = lif_by_hand(by_hand(ei.block.layer, x)['i_int'].unflatten(0, (T, B)))
+    rates = spikes.mean((0, 2))                                              # [B, 8, 8]
+    entry = maps['networks']['E-I']
+    torch.testing.assert_close(torch.tensor(entry['rates']), rates)
+    assert 0 < entry['mean_rate'] < 1 and entry['active'] == pytest.approx((rates > 0).double().mean().item())
+    counts = x.sum(0)[:, 0].numpy()                                          # events per pixel over time
+    contours = np.stack([sobel_by_hand(c) for c in counts])
+    np.testing.assert_allclose(maps['contours'], contours, rtol=1e-6, atol=1e-6)
+    assert entry['contour_correlation'] == pytest.approx(np.corrcoef(rates.numpy().ravel(), contours.ravel())[0, 1])
+    assert entry['intensity_correlation'] == pytest.approx(np.corrcoef(rates.numpy().ravel(), counts.ravel())[0, 1])
+    assert np.asarray(maps['input']).shape == (2, 8, 8, 3)
+    bn_maps = analyze.feature_maps({'BN': bn}, x, '0', n=1)
+    after_bn = bn[0][1].eval()(conv(x[:, :1]))  # in eval mode, as feature_maps runs it
+    torch.testing.assert_close(torch.tensor(bn_maps['networks']['BN']['rates']), lif_by_hand(after_bn).mean((0, 2)))
+    with pytest.raises(ValueError, match="E-I network .* has no block 'readout' .*its blocks: block"):
+        analyze.feature_maps({'E-I': ei}, x, 'readout')
+
+
+def test_feature_maps_of_an_ei_network_and_its_batch_norm_twin_on_static_images(tmp_path):
+    pytest.importorskip('matplotlib')
+    rng = np.random.default_rng(0)
+    images = torch.stack([torch.from_numpy(formats.image(rng, i, 32).copy()).permute(2, 0, 1) for i in range(3)])
+    x = images.float() / 255                                                 # [3, 3, 32, 32] photo-like pixels
+    torch.manual_seed(0)
+    ei, bn = (models.build('vgg8', 4, 3, norm=norm, T=2, width=0.0625) for norm in ('ei', 'bn'))
+    sj_ei.ei_init(ei, x)
+    maps = analyze.feature_maps({'E-I Init': ei, 'BN untrained': bn}, x, 'features.2', n=2)
+    assert maps['block'] == 'features.2' and list(maps['networks']) == ['E-I Init', 'BN untrained']
+    torch.testing.assert_close(torch.tensor(maps['input']), x[:2].permute(0, 2, 3, 1))   # the pixels as they are
+    for entry in maps['networks'].values():
+        assert np.asarray(entry['rates']).shape == (2, 16, 16) and 0 <= entry['mean_rate'] < 1
+    summary = analyze.summarize(analyze.record(ei, [x]), twin=analyze.record(bn, [x]))
+    summary['feature_maps'] = maps
+    paths = analyze.save(summary, tmp_path)
+    assert {p.name for p in paths} == {'summary.json', 'i_int.png', 'balance.png', 'rates.png', 'feature_maps.png'}
+
+
 def test_command_line_writes_the_summary_and_every_figure(tmp_path):
     pytest.importorskip('matplotlib')
     result = subprocess.run([sys.executable, '-m', 'sj_ei.analyze', '-cfg', 'configs/quickstart.yaml', '-batches', '1',
                              '-set', 'batch_size=4', '-out', str(tmp_path)], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     assert {p.name for p in tmp_path.iterdir()} == {'summary.json', 'i_int.png', 'balance.png', 'rates.png',
-                                                    'gradients.png'}
+                                                    'gradients.png', 'feature_maps.png'}
     summary = json.loads((tmp_path / 'summary.json').read_text())
     layers = [f'features.{i}.layer' for i in (0, 2, 4, 6, 8)]
     assert list(summary['layers']) == layers and list(summary['gradients']['with_1/d']) == layers + ['readout']
@@ -181,3 +242,6 @@ def test_command_line_writes_the_summary_and_every_figure(tmp_path):
                           str(tmp_path / 'summary.json')], capture_output=True, text=True, timeout=600)
     assert bad.returncode == 2 and bad.stderr.startswith('error: -pretrained ') and 'summary.json' in bad.stderr
     assert math.isfinite(summary['layers']['features.0.layer']['i_int']['bimodality'])
+    maps = summary['feature_maps']  # Figure 8: the first block of both networks on the first 4 test inputs
+    assert maps['block'] == 'features.0' and list(maps['networks']) == ['E-I Init', 'BN untrained (calibrated)']
+    assert all(np.asarray(e['rates']).shape == (4, 32, 32) for e in maps['networks'].values())

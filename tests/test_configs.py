@@ -75,3 +75,12 @@ def test_config_trains_end_to_end_on_its_dataset_in_the_real_format(path, data_d
             # about 0.25 on CIFAR-10 (more on a first batch of 4 with dark images); normalized pixels gave 14.5
             first = next(iter(gains.values()))
             assert 0.1 < first.mean() < 1, first
+
+
+def test_the_reproduction_page_names_every_config_and_the_readme_links_it():
+    """docs/reproduce.md has a command for every config in configs/ (ablations included) and names no config
+    that does not exist; the README links it."""
+    page = (ROOT / 'docs' / 'reproduce.md').read_text()
+    named = set(re.findall(r'configs/[\w/.]+?\.yaml', page))
+    assert named == {str(path.relative_to(ROOT)) for path in CONFIGS}
+    assert '(docs/reproduce.md)' in (ROOT / 'README.md').read_text()

@@ -4,8 +4,8 @@ gradients to 1e-6 of each tensor's scale.
 
 No GPU is needed: the generated kernels are compile-checked with nvcc (sm_80, sm_90) and NVRTC,
 and run on the CPU through an emulation of the CUDA thread grid (``cuda_emulation``) that
-replaces CuPy's launcher, so ``fused_ei_lif``, ``fused_lif`` and their autograd functions run
-unchanged around them.  Where CuPy can launch on a CUDA GPU the same comparisons also run with
+replaces CuPy's launcher, so ``sj_ei.lif.lif(..., backend='cupy')``, the ``torch.ops.sj_ei.*_cupy`` operators
+and their autograd formulas run unchanged around them.  Where CuPy can launch on a CUDA GPU the same comparisons also run with
 real launches (the ``cuda`` cases, skipped elsewhere with the reason; ``SJ_EI_REQUIRE_GPU=1``
 turns that skip into a failure, as ``.ci/gpu-check`` does).
 """
@@ -26,10 +26,12 @@ import pytest
 import torch
 from spikingjelly.activation_based import neuron, surrogate
 
-from sj_ei import _compat, backends, cupy_backend
-from sj_ei.cupy_backend import BLOCK, CONVERSIONS, KINDS, Kernel, backward_kernel, forward_kernel
+from sj_ei import _compat, backends
+from sj_ei.lif import cupy_launch
+from sj_ei.lif.cupy_code import CONVERSIONS, KINDS, Kernel, backward_kernel, forward_kernel
+from sj_ei.lif.cupy_launch import BLOCK
 from sj_ei.currents import EICurrents, integrate
-from sj_ei.lif import SURROGATES, LIFConfig
+from sj_ei.lif import SURROGATES, LIFConfig, lif as fused
 
 from cuda_emulation import Emulator
 
@@ -96,7 +98,7 @@ def test_every_generated_kernel_compiles_with_nvcc(tmp_path, arch):
 def test_every_generated_kernel_compiles_with_nvrtc_without_headers():
     """NVRTC is the compiler CuPy uses; no include path is given, as where no CUDA toolkit is installed."""
     try:
-        from cupy_backends.cuda.libs import nvrtc
+        from cupy_launchs.cuda.libs import nvrtc
         nvrtc.getVersion()
     except Exception as e:  # CuPy or its NVRTC library is missing
         pytest.skip(f'NVRTC is not available here: {e}')
@@ -122,8 +124,8 @@ def emulator(tmp_path_factory):
 def _gpu_problem():
     if not torch.cuda.is_available():
         return 'real CuPy launches need a CUDA GPU, and torch sees none here (the emulated cases cover the kernels)'
-    cupy_backend._cupy_problem.cache_clear()
-    return cupy_backend._cupy_problem()
+    cupy_launch._cupy_problem.cache_clear()
+    return cupy_launch._cupy_problem()
 
 
 class Grid:
@@ -146,13 +148,13 @@ def grid(request, monkeypatch):
     """The kernels on the CPU through the emulator, or (case 'cuda') on a GPU through CuPy."""
     if request.param == 'emulated':
         grid = Grid('cpu', request.getfixturevalue('emulator').launch)
-        monkeypatch.setattr(cupy_backend, 'require_cupy', lambda tensor: None)
+        monkeypatch.setattr(cupy_launch, 'require_cupy', lambda tensor: None)
     else:
         problem = _gpu_problem()
         if problem:
             (pytest.fail if REQUIRE_GPU else pytest.skip)(problem)
-        grid = Grid('cuda', cupy_backend._launch)
-    monkeypatch.setattr(cupy_backend, '_launch', grid.record)
+        grid = Grid('cuda', cupy_launch._launch)
+    monkeypatch.setattr(cupy_launch, '_launch', grid.record)
     return grid
 
 
@@ -220,9 +222,9 @@ def lif(config: LIFConfig, **kwargs) -> neuron.LIFNode:
 def forward(how, config, inputs, v_init, store_v_seq):
     """``(spikes, v_seq or None, v_last)`` of the torch path ('torch') or the kernels ('kernel')."""
     if how == 'kernel':
-        if len(inputs) == 4:
-            return cupy_backend.fused_ei_lif(EICurrents(*inputs), v_init, config, store_v_seq)
-        return cupy_backend.fused_lif(inputs[0], v_init, config, store_v_seq)
+        spikes, v_last, v_seq = fused(EICurrents(*inputs) if len(inputs) == 4 else inputs[0], v_init, config,
+                                      store_v_seq, backend='cupy')
+        return spikes, v_seq, v_last
     x_seq = integrate(EICurrents(*inputs), channel_dim=2) if len(inputs) == 4 else inputs[0]
     node = lif(config, store_v_seq=store_v_seq)
     if isinstance(v_init, torch.Tensor):
@@ -463,14 +465,14 @@ def test_launch_hands_cupy_pointers_and_typed_integers_on_the_torch_stream(monke
     monkeypatch.setitem(sys.modules, 'cupy', fake)
     torch_stream = TorchStream(torch.device('cuda', 1), protocol)
     monkeypatch.setattr(torch.cuda, 'current_stream', lambda device: torch_stream)
-    cupy_backend._cupy_kernel.cache_clear()
+    cupy_launch._cupy_kernel.cache_clear()
     kernel = backward_kernel(PAPER)
     tensors = [torch.zeros(3) for _ in kernel.params]
     args = [3 if ctype in ('int', 'long long') else t for (ctype, _), t in zip(kernel.params, tensors)]
     with warnings.catch_warnings():
         warnings.simplefilter('error')  # the deprecation of the fallback is not the user's to act on
-        cupy_backend._launch(kernel, (1,), (BLOCK,), args)
-    cupy_backend._cupy_kernel.cache_clear()
+        cupy_launch._launch(kernel, (1,), (BLOCK,), args)
+    cupy_launch._cupy_kernel.cache_clear()
     wrapper = 'Stream' if protocol else 'ExternalStream'
     assert [c[:2] for c in calls] == [('enter', 'Device'), ('enter', wrapper), ('compile', kernel.name),
                                       ('launch', (1,)), ('exit', wrapper), ('exit', 'Device')]
@@ -487,7 +489,7 @@ def test_a_cupy_before_14_takes_the_raw_pointer():
     made = []
     cupy13 = types.SimpleNamespace(cuda=types.SimpleNamespace(
         Stream=object, ExternalStream=lambda ptr, device_id: made.append((ptr, device_id)) or 'external'))
-    assert cupy_backend.cupy_stream(cupy13, TorchStream(torch.device('cuda', 0), protocol=True)) == 'external'
+    assert cupy_launch.cupy_stream(cupy13, TorchStream(torch.device('cuda', 0), protocol=True)) == 'external'
     assert made == [(0x5EED, 0)]
 
 
@@ -520,25 +522,25 @@ def test_cupy_without_a_gpu_is_one_clear_error():
     x = torch.rand(2, 1, 3)
     if torch.cuda.is_available():
         pytest.skip('this machine has a CUDA GPU')
-    with pytest.raises(cupy_backend.CupyUnavailableError,
+    with pytest.raises(cupy_launch.CupyUnavailableError,
                        match=r"backend 'cupy' needs CUDA tensors, but this machine has no CUDA GPU; "
                              r"use backend='torch' .* or move the network and its input to a CUDA device"):
-        cupy_backend.fused_ei_lif(EICurrents(x, x, torch.ones(3), torch.zeros(3)), 0.0, PAPER)
-    with pytest.raises(cupy_backend.CupyUnavailableError, match="backend 'cupy' needs CUDA tensors"):
-        cupy_backend.fused_lif(x, 0.0, PAPER)
+        fused(EICurrents(x, x, torch.ones(3), torch.zeros(3)), 0.0, PAPER, backend='cupy')
+    with pytest.raises(cupy_launch.CupyUnavailableError, match="backend 'cupy' needs CUDA tensors"):
+        fused(x, 0.0, PAPER, backend='cupy')
 
 
 def test_cupy_missing_is_one_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, 'cupy', None)  # import cupy raises ImportError
     monkeypatch.setattr(torch.version, 'cuda', '13.0')
-    cupy_backend._cupy_problem.cache_clear()
+    cupy_launch._cupy_problem.cache_clear()
     cuda_tensor = types.SimpleNamespace(is_cuda=True, device=torch.device('cuda', 0))
     try:
-        with pytest.raises(cupy_backend.CupyUnavailableError,
+        with pytest.raises(cupy_launch.CupyUnavailableError,
                            match=r"needs CuPy.*pip install cupy-cuda13x \(or sj_ei\[cupy-cuda13x\]\).*'torch'"):
-            cupy_backend.require_cupy(cuda_tensor)
+            cupy_launch.require_cupy(cuda_tensor)
     finally:
-        cupy_backend._cupy_problem.cache_clear()
+        cupy_launch._cupy_problem.cache_clear()
 
 
 @pytest.mark.parametrize('cuda, hint', [
@@ -549,7 +551,7 @@ def test_cupy_missing_is_one_clear_error(monkeypatch):
 ])
 def test_the_install_hint_names_the_cupy_of_torchs_cuda(monkeypatch, cuda, hint):
     monkeypatch.setattr(torch.version, 'cuda', cuda)
-    assert hint in cupy_backend.install_hint()
+    assert hint in cupy_launch.install_hint()
 
 
 def test_set_backend_without_cupy_names_the_cupy_of_torchs_cuda(monkeypatch):
@@ -572,24 +574,23 @@ def test_every_extra_the_hint_names_exists_and_installs_that_cupy(monkeypatch):
     assert extras['cupy'] == ['cupy-cuda12x'] and 'cupy-cuda12x' in extras['test']
     for major in ('12', '13'):
         monkeypatch.setattr(torch.version, 'cuda', f'{major}.0')
-        named = re.search(r'sj_ei\[([\w-]+)\]', cupy_backend.install_hint()).group(1)
+        named = re.search(r'sj_ei\[([\w-]+)\]', cupy_launch.install_hint()).group(1)
         assert extras[named] == [f'cupy-cuda{major}x']
 
 
 def test_bad_arguments_are_one_clear_error(grid):
     d, i_sh, gain_e, bias = currents(2, SHAPES['linear'], seed=0, device=grid.device)
     with pytest.raises(ValueError, match=r'gain_e and bias must have the shape \[C\] = \[10\]'):
-        cupy_backend.fused_ei_lif(EICurrents(d, i_sh, gain_e[:3], bias), 0.0, PAPER)
+        fused(EICurrents(d, i_sh, gain_e[:3], bias), 0.0, PAPER, backend='cupy')
     with pytest.raises(ValueError, match=r'd and i_sh must both have the shape \[T, N, C, \*S\]'):
-        cupy_backend.fused_ei_lif(EICurrents(d, i_sh[:1], gain_e, bias), 0.0, PAPER)
+        fused(EICurrents(d, i_sh[:1], gain_e, bias), 0.0, PAPER, backend='cupy')
     with pytest.raises(ValueError, match=r'v_init of shape \(5, 10\) does not fit .*reset_net'):
-        cupy_backend.fused_ei_lif(EICurrents(d, i_sh, gain_e, bias), torch.zeros(5, 10, device=grid.device),
-                                  PAPER)
+        fused(EICurrents(d, i_sh, gain_e, bias), torch.zeros(5, 10, device=grid.device), PAPER, backend='cupy')
     with pytest.raises(TypeError, match="use backend='torch' for other dtypes"):
-        cupy_backend.fused_lif(d.double(), 0.0, PAPER)
+        fused(d.double(), 0.0, PAPER, backend='cupy')
     with pytest.raises(TypeError, match=r'config must be an sj_ei.lif.LIFConfig \(e.g. LIFConfig.of\(node\)\)'):
-        cupy_backend.fused_lif(d, 0.0, {'tau': 2.0})
+        fused(d, 0.0, {'tau': 2.0}, backend='cupy')
     with pytest.raises(ValueError, match=r'x_seq must have the shape \[T, N, \*F\]'):
-        cupy_backend.fused_lif(d[0, 0, 0], 0.0, PAPER)
+        fused(d[0, 0, 0], 0.0, PAPER, backend='cupy')
     assert grid.made == []
 

@@ -3,6 +3,7 @@ import contextlib
 import io
 import pickle
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -63,6 +64,9 @@ def test_tiny_dvs_gesture_in_its_real_format_loads_into_labelled_frames(tmp_path
                 torch.testing.assert_close(x, resized_48(expected))
                 assert x.sum().item() * (128 / 48) ** 2 == pytest.approx(expected.sum(), rel=0.02)
         assert sorted(labels) == list(range(formats.GESTURE_CLASSES))
+    plain = datasets.build('dvsgesture', tmp_path, T=4, train=True, augment=False)  # the training split unaugmented
+    for i in (0, len(plain) - 1):
+        torch.testing.assert_close(plain[i][0], resized_48(plain.frames[i][0]))
     assert not [p for p in tree(tmp_path) if '/.' in p or p.startswith('.')]  # no staging folder left
     assert {p.split('/')[0] for p in tree(tmp_path)} == {'extract', 'events_np', 'frames_number_4_split_by_number'}
 
@@ -229,6 +233,10 @@ def test_cifar_in_its_real_format_gives_the_pixels_in_0_1_unnormalized(tmp_path,
     for i in range(len(train)):  # augmented (crop with zero padding, flip, cutout), still in [0, 1]
         image, _ = train[i]
         assert image.shape == (3, 32, 32) and image.min() >= 0 and image.max() <= 1
+    plain = datasets.build(name, tmp_path, T=4, train=True, augment=False)  # augment: false, the stored pixels
+    with open(folder / ('data_batch_1' if name == 'cifar10' else 'train'), 'rb') as f:
+        batch = pickle.load(f, encoding='latin1')
+    assert torch.equal(plain[1][0], torch.from_numpy(batch['data'][1]).view(3, 32, 32).float() / 255)
 
 
 def test_written_images_look_like_photos(tmp_path, monkeypatch):
@@ -254,12 +262,75 @@ def test_tinyimagenet_in_its_distributed_layout(tmp_path):
     # sorted wnids: n01443537, n02124075, n04067472, n09246464
     assert [label for _, label in test.samples] == [2, 0, 2, 1, 3]
     image, label = test[0]
-    assert image.shape == (3, 64, 64) and label == 2 and image.min() >= 0 and image.max() <= 1
-    assert train[0][0].shape == (3, 64, 64)
+    assert image.shape == (3, 32, 32) and label == 2 and image.min() >= 0 and image.max() <= 1
+    assert train[0][0].shape == (3, 32, 32)
     assert tree(tmp_path) == before  # read in place
     (folder / 'wnids.txt').write_text('\n'.join(formats.TINYIMAGENET_WNIDS + ('n99999999',)) + '\n')
     with pytest.raises(datasets.DatasetNotFoundError, match='missing n99999999'):
         datasets.build('tinyimagenet', tmp_path, T=4, train=True)
+
+
+def pixels(image) -> torch.Tensor:
+    """A PIL image as ``ToTensor()`` gives it: ``[3, H, W]`` in [0, 1]."""
+    return torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1).float() / 255
+
+
+def test_tinyimagenet_default_config_is_the_authors_32x32_pipeline_and_image_size_64_todays(tmp_path):
+    """The default of configs/tinyimagenet_resnet18.yaml (and its batch-norm twin) trains and tests at 32x32
+    as the authors' get_tinyimagenet does; image_size: 64 is the native-size pipeline; augment: false none."""
+    from PIL import Image
+    from sj_ei import config as cfg
+    from torchvision import transforms as T
+    write_tinyimagenet(tmp_path)
+    root = Path(__file__).resolve().parents[1]
+    configs = [cfg.load(root / 'configs' / path) for path in ('tinyimagenet_resnet18.yaml', 'bn/tinyimagenet_resnet18.yaml')]
+    for config in configs:
+        assert (config['image_size'], config['augment']) == (32, True)
+    config = {**configs[0], 'data_dir': str(tmp_path)}
+    train, test = cfg.dataset(config, True), cfg.dataset(config, False)
+    crop, flip, jitter, to_tensor, erase = train.transform.transforms
+    assert isinstance(crop, T.RandomResizedCrop) and crop.size == (32, 32) and crop.scale == (0.08, 1.0)
+    assert isinstance(flip, T.RandomHorizontalFlip) and flip.p == 0.5
+    assert isinstance(jitter, T.ColorJitter)  # brightness, contrast, saturation 0.4, hue 0.1
+    assert (jitter.brightness, jitter.contrast, jitter.saturation, jitter.hue) == ((0.6, 1.4),) * 3 + ((-0.1, 0.1),)
+    assert isinstance(to_tensor, T.ToTensor) and isinstance(erase, RandomErase) and erase.p == 0.5
+    torch.manual_seed(0)
+    images = torch.stack([train[i][0] for i in range(len(train))])
+    assert images.shape == (12, 3, 32, 32) and images.min() >= 0 and images.max() <= 1
+    # test time: Resize(32) of the 64x64 JPEG (PIL's bilinear resize with its antialiasing), nothing random
+    for i, (path, label) in enumerate(test.samples):
+        image, got = test[i]
+        assert got == label and torch.equal(image, pixels(Image.open(path).convert('RGB').resize((32, 32), Image.BILINEAR)))
+    assert datasets.info('tinyimagenet', image_size=32)['size'] == (32, 32)
+    # colour jitter changes colours, not only places: the same crops and flips with and without it differ
+    changes = []
+    for seed, (path, _) in enumerate(train.samples):
+        source = Image.open(path).convert('RGB')
+        torch.manual_seed(seed)
+        jittered = T.Compose([crop, flip, jitter, to_tensor])(source)
+        torch.manual_seed(seed)
+        plain = T.Compose([crop, flip, to_tensor])(source)
+        changes.append((jittered - plain).abs().mean().item())
+    assert min(changes) > 0 and sum(changes) / len(changes) > 0.02, changes
+
+    native = {**config, 'image_size': 64}
+    train, test = cfg.dataset(native, True), cfg.dataset(native, False)
+    crop, flip, to_tensor, erase = train.transform.transforms  # random crop 64 pad 8, flip, cutout: no jitter
+    assert isinstance(crop, T.RandomCrop) and crop.size == (64, 64) and crop.padding == 8
+    assert isinstance(flip, T.RandomHorizontalFlip) and isinstance(erase, RandomErase)
+    assert train[0][0].shape == (3, 64, 64)
+    for i, (path, _) in enumerate(test.samples):  # the stored pixels, unresized
+        assert torch.equal(test[i][0], pixels(Image.open(path).convert('RGB')))
+    assert datasets.info('tinyimagenet', image_size=64)['size'] == (64, 64)
+
+    plain = cfg.dataset({**config, 'augment': False}, True)  # training split without augmentation: test-time pixels
+    for i in (0, 5, 11):
+        path = plain.samples[i][0]
+        assert torch.equal(plain[i][0], pixels(Image.open(path).convert('RGB').resize((32, 32), Image.BILINEAR)))
+    with pytest.raises(ValueError, match="image_size must be 32 .* or 64"):
+        datasets.build('tinyimagenet', tmp_path, T=4, train=True, image_size=48)
+    with pytest.raises(ValueError, match="dataset 'cifar10' has no option image_size"):
+        datasets.build('cifar10', tmp_path, T=4, train=True, image_size=64)
 
 
 # ---- synthetic events -----------------------------------------------------------------------

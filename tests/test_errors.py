@@ -108,3 +108,16 @@ def test_a_width_or_ei_ratio_that_leaves_a_layer_too_narrow_is_refused(kwargs, m
     with pytest.raises(ValueError, match=re.escape(message)):
         sj_ei.models.build('vgg8', 10, 2, **kwargs)
     assert sj_ei.models.build('vgg8', 10, 2, width=0.0625).features[0].layer.weight_ei.shape == (4, 1)
+
+
+def test_every_error_a_user_causes_shares_one_base_class():
+    """The command lines turn exactly the ``sj_ei.errors.UserError`` family into one ``error:`` line (that
+    the library never imports the trainer is test_architecture's)."""
+    from sj_ei import config, convert, datasets, errors, health
+    from train import checkpoint, run_folder
+    for error in (config.ConfigError, sj_ei.EIInitError, sj_ei.BackendError, convert.ConversionError,
+                  health.CollapseError, datasets.DatasetNotFoundError, datasets.DatasetDamagedError,
+                  checkpoint.CheckpointError, checkpoint.WriteError, checkpoint.ProcessCountError,
+                  run_folder.RunFolderError):
+        assert issubclass(error, errors.UserError), error
+    assert issubclass(datasets.DatasetNotFoundError, FileNotFoundError) and issubclass(config.ConfigError, ValueError)

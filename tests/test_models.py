@@ -118,7 +118,7 @@ def test_min_size_is_the_smallest_input_a_model_takes(name):
 
 def test_every_layer_has_an_i_population_of_its_own():
     """One IPopulation passed to build is copied per layer, so hooks on one layer's I population
-    (monitors, sj_ei.ops) see only that layer."""
+    (monitors, sj_ei.energy) see only that layer."""
     net = sj_ei.models.build('vgg8', 10, 2, width=0.125, i_population=sj_ei.IPopulation('count', 0.5))
     populations = [layer.i_population for _, layer in sj_ei.ei_layers(net)]
     assert len({id(p) for p in populations}) == len(populations) == 6

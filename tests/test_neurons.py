@@ -9,7 +9,8 @@ import torch
 from spikingjelly.activation_based import functional, monitor, neuron, surrogate
 
 import sj_ei
-from sj_ei import _compat, cupy_backend
+from sj_ei import _compat
+from sj_ei.lif import cupy_launch
 from sj_ei.currents import EICurrents, integrate
 
 from test_lif import layer_currents
@@ -93,7 +94,7 @@ def cupy_on_cpu(net, x):
 def test_cupy_without_a_gpu_is_one_clear_error_from_sj_ei(make, x):
     """Before: spikingjelly accepted the backend and its first forward died with 'Found no NVIDIA driver'."""
     forward = cupy_on_cpu(torch.nn.Sequential(make()), x())
-    with pytest.raises(cupy_backend.CupyUnavailableError,
+    with pytest.raises(cupy_launch.CupyUnavailableError,
                        match=r"backend 'cupy' needs CUDA tensors, but this machine has no CUDA GPU; use backend='torch'"):
         forward()
 

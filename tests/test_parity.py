@@ -7,7 +7,8 @@ import pytest
 import torch
 
 import sj_ei
-from sj_ei import cupy_backend, parity
+from sj_ei import parity
+from sj_ei.lif import cupy_launch
 
 CUPY = [c for c in parity.COMPARISONS if c[0] == 'cupy']
 
@@ -21,8 +22,8 @@ def cupy_selectable(emulated_cupy, monkeypatch):
             if isinstance(m, sj_ei.EILIFNode):
                 m.backend = backend
     monkeypatch.setattr(sj_ei, 'set_backend', set_backend)
-    launches, launch = [], cupy_backend._launch
-    monkeypatch.setattr(cupy_backend, '_launch', lambda kernel, *args: launches.append(kernel.name) or launch(
+    launches, launch = [], cupy_launch._launch
+    monkeypatch.setattr(cupy_launch, '_launch', lambda kernel, *args: launches.append(kernel.name) or launch(
         kernel, *args))
     return launches
 

@@ -1,13 +1,13 @@
 """A run folder is never shared by two live runs and never stuck after a run died in it."""
 import fcntl
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 
 import pytest
-import torch
 
 from train import run_folder
 
@@ -61,23 +61,23 @@ def test_two_runs_started_together_into_one_folder_one_trains_and_the_other_is_r
     # the loser may look before the winner has written its process id into the lock
     assert err in (f'error: {run} is in use by a live run ({who}): wait for it to end or stop it, or '
                    'choose another -out-dir\n' for who in (f'process {winner.pid}', 'one that is just starting')), err
-    # Ctrl-C in epoch 0: nothing to resume, and the message says so and what a rerun does
+    # Ctrl-C in epoch 0: the run stops after the step in progress, with that step's checkpoint
     out = (tmp_path / 'ab'[1 - loser]).with_suffix('.out')
     wait_for(lambda: f'out_dir {run}' in out.read_text(), 'the header of the live run')
     winner.send_signal(signal.SIGINT)
     assert winner.wait(timeout=120) == 130
-    assert (tmp_path / 'ab'[1 - loser]).with_suffix('.err').read_text() == (
-        f'interrupted; run the same command again to start afresh in {run} (no epoch finished, so there is '
-        'nothing to resume; what this run wrote there is replaced)\n')
-    assert [p.name.split('.')[0] for p in run.iterdir()] == ['events']  # its lock went with it
-    # the folder is neither stuck nor shared: the rerun replaces the stopped run's events
+    latest = run / 'checkpoint_latest.pth'
+    stop = re.fullmatch(rf'stopped by SIGINT at epoch 0, step (\d+) of 125000; continue with -resume '
+                        rf'{re.escape(str(latest))}\n', (tmp_path / 'ab'[1 - loser]).with_suffix('.err').read_text())
+    assert stop
+    assert sorted(p.name.split('.')[0] for p in run.iterdir()) == ['checkpoint_latest', 'events']  # no lock left
+    # the folder is neither stuck nor shared: a new run there is told what the stopped one needs
     result = cli('-cfg', config, '-set', 'num_samples=16', '-epochs', '1')
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.startswith(f'{run}: removed events.out.tfevents.')
-    assert len(list(run.glob('events.out.tfevents.*'))) == 1
-    assert sorted(p.name for p in run.iterdir() if not p.name.startswith('events')) == \
-        ['checkpoint_latest.pth', 'checkpoint_max.pth']  # the lock file goes with the run that held it
-    assert torch.load(run / 'checkpoint_latest.pth', weights_only=True)['config']['num_samples'] == 16
+    assert result.returncode == 2
+    assert result.stderr == (f'error: {run} already holds another run (checkpoint_latest.pth, events.out.tfevents.'
+                             f'{result.stderr.split("events.out.tfevents.")[1].split(")")[0]}), stopped by SIGINT at '
+                             f'epoch 0, step {stop.group(1)} of 125000: continue that run with -resume {latest}, or '
+                             f'start a new run in a new folder, e.g. -out-dir {run}-2\n')
 
 
 def test_a_run_killed_in_its_first_epoch_leaves_its_folder_usable(tmp_path, start):

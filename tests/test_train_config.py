@@ -60,7 +60,8 @@ def test_every_key_has_a_type_a_default_of_that_type_and_a_meaning():
         assert isinstance(default, kind) or default is None and key in cfg.NULLABLE, key
         assert len(meaning) > 10, key
         null = ' or null' if key in cfg.NULLABLE else ''
-        assert f'  {key} ({kind.__name__}{null}, default {default!r}): {meaning}' in cfg.valid_keys()
+        assert f'  {key} ({cfg.TYPE_NAMES.get(key, kind.__name__)}{null}, default {default!r}): {meaning}' \
+            in cfg.valid_keys()
 
 
 def test_help_lists_every_key_and_cites_the_paper_not_a_missing_file():
@@ -104,7 +105,7 @@ def test_flags_override_the_file(tmp_path):
     (['-set', 'lr'], 'expects KEY=VALUE'),
     (['-seed', '-5'], 'flag -seed: seed must be from 0 to 4294967295 (what numpy accepts), got -5'),
     (['-seed', '4294967296'], 'seed must be from 0 to 4294967295'),
-    (['-threads', '-1'], "threads must be >= 0 (0: torch's default), got -1"),
+    (['-threads', '-1'], 'threads must be >= 0 (0: OMP_NUM_THREADS, else every core this process may run on), got -1'),
 ])
 def test_bad_flag_values_are_config_errors(tmp_path, flags, message):
     with pytest.raises(cfg.ConfigError, match=re.escape(message)):
@@ -134,9 +135,10 @@ def test_frames_too_small_for_the_model_are_a_config_error(tmp_path):
     classify.check_setup({**config, 'model': 'resnet18'})
 
 
-#: the rows of the paper's Table 2 (VGG-8, CIFAR-10) -> the switches that differ from the full method
+#: the rows of the paper's Tables 2 and 3 (VGG-8, CIFAR-10) -> the switches that differ from the full method
 ABLATIONS = {'kaiming_clamped': dict(init='kaiming', sign_constraint=True), 'fixed_eps': dict(eps=1e-5),
-             'no_grad_scale': dict(grad_scale=False), 'kaiming_unconstrained': dict(init='kaiming', sign_constraint=False)}
+             'no_grad_scale': dict(grad_scale=False), 'kaiming_unconstrained': dict(init='kaiming', sign_constraint=False),
+             'grad_scale_p05': dict(grad_scale=0.5), 'grad_scale_p2': dict(grad_scale=2.0)}
 
 
 def test_the_ablation_configs_are_their_setting_with_one_table_2_row_changed():

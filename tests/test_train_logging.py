@@ -42,12 +42,12 @@ def test_an_ei_run_logs_scalars_firing_rates_histograms_and_checkpoints(tmp_path
         assert f'I_int/{layer}' in histograms
     for name in ('weight_ee', 'weight_ie', 'weight_ei', 'gain_i', 'gain_e', 'bias'):
         assert f'param/features.0.layer.{name}' in histograms
-    # operation counts and energy of the test set, per sample (sj_ei.ops)
+    # operation counts and energy of the test set, per sample (sj_ei.energy)
     energy = [s.value for s in events.Scalars('ops/energy_pJ')]
     assert len(energy) == 2 and all(e > 0 for e in energy)
     assert 0 < events.Scalars('ops/inhibition_share')[-1].value < 1
     # at the end, the E-I balance and firing-rate figures of sj_ei.analyze, as images of the last epoch
-    assert set(events.Tags()['images']) == {'analysis/balance', 'analysis/rates'}
+    assert set(events.Tags()['images']) == {'analysis/balance', 'analysis/rates', 'analysis/feature_maps'}
     assert [image.step for image in events.Images('analysis/balance')] == [1]
 
 

@@ -10,7 +10,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 #: seconds of CPU per epoch on a 2-core machine: 32 samples of 32x32 frames, T=2, a 1/8-width VGG-8
 TINY = dict(dataset='synthetic', num_samples=32, num_test_samples=16, size=32, model='vgg8', width=0.125,
-            T=2, batch_size=8, epochs=3, lr=0.005, warmup_epochs=1, workers=0, device='cpu')
+            T=2, batch_size=8, epochs=3, lr=0.005, warmup_epochs=1, workers=0, device='cpu', threads=1)
 
 
 def tiny_config(folder: Path, **changes) -> Path:

@@ -2,7 +2,10 @@
 
 A checkpoint is a dict with the model, optimizer, scheduler and grad-scaler states,
 ``epoch`` (the last finished one), ``best_acc1``, ``config``, and ``rng``: the torch,
-CUDA, numpy and Python RNG states of every rank (a list, rank 0 first).  It is written
+CUDA, numpy and Python RNG states of every rank (a list, rank 0 first).  One written in the
+middle of an epoch (``train.state``) also holds ``step``, the steps done of the next epoch, and
+``partial``, every rank's sums and losses of those steps; one written when a signal stopped the
+run, ``stopped``: the line that said so.  It is written
 to a temporary file in the same folder, flushed to disk, then renamed over the old one
 (and the folder synced), so a crash while saving leaves the previous checkpoint intact.
 It loads with ``weights_only=True``.
@@ -21,6 +24,7 @@ import numpy as np
 import torch
 
 from sj_ei.config import ABLATIONS, SCHEMA
+from sj_ei.errors import UserError
 
 FORMAT = 'sj_ei.train.classify'
 VERSION = 2
@@ -32,7 +36,7 @@ SAME_MODEL = ('dataset', 'model', 'norm', 'width', 'ei_ratio', *ABLATIONS)
 SAME_RUN = (*SAME_MODEL, 'T', 'batch_size', 'epochs', 'lr', 'warmup_epochs', 'seed')
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A file that is not a usable checkpoint of this trainer, or one that cannot be written."""
 
 
@@ -143,10 +147,11 @@ def load(path, config: dict, processes: int = 1) -> dict:
     latest = path.parent / 'checkpoint_latest.pth'
     if path.name != latest.name and latest.is_file():
         try:
-            later = torch.load(latest, map_location='cpu', weights_only=True)['epoch']
+            saved = torch.load(latest, map_location='cpu', weights_only=True)
+            later = saved['epoch']
         except Exception:
-            later = None  # a damaged latest checkpoint: this one is what is left
-        if later is not None and later > state['epoch']:
+            saved = later = None  # a damaged latest checkpoint: this one is what is left
+        if later is not None and (later, saved.get('step', 0)) > (state['epoch'], state.get('step', 0)):
             raise CheckpointError(f'{path} is epoch {state["epoch"]} of a run whose {latest.name} is at epoch {later}: '
                                   f'resuming from it would overwrite the later epochs. Resume with -resume {latest}, '
                                   f'or start a new run from its weights: {more}')

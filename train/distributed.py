@@ -41,6 +41,18 @@ class Distributed:
         dist.all_reduce(t)
         return tuple(t.tolist())
 
+    def max(self, value: int) -> int:
+        """The largest ``value`` (an integer) over all ranks."""
+        if self.world == 1:
+            return value
+        t = torch.tensor([value], dtype=torch.int64, device=self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return int(t.item())
+
+    def barrier(self) -> None:
+        """Wait for every rank (e.g. for rank 0 to have written a checkpoint before the run exits)."""
+        self.max(0)
+
     def gather(self, obj) -> list:
         """``[obj of rank 0, obj of rank 1, ...]`` on every rank."""
         if self.world == 1:

@@ -15,10 +15,12 @@ from pathlib import Path
 
 import torch
 
+from sj_ei.errors import UserError
+
 LOCK = '.lock'
 
 
-class RunFolderError(ValueError):
+class RunFolderError(UserError, ValueError):
     """A run folder this run cannot use; the message says why and what to do instead."""
 
 
@@ -109,13 +111,14 @@ def check_new(folder) -> list:
     try:
         saved = torch.load(latest, map_location='cpu', weights_only=True)
         finished = saved['epoch'] + 1 >= saved['config']['epochs']
+        stopped = f', {saved["stopped"]}' if saved.get('stopped') else ''
     except Exception:  # no latest checkpoint, or not a readable one: nothing to continue
-        finished = None
+        finished, stopped = None, ''
     resume = ('' if finished is None else f'continue that run with -resume {latest}, or ' if not finished else
               f'train that finished run further with -init-from {latest} -out-dir {free}, or ')
     raise RunFolderError(f'{folder} already holds another run ({", ".join(found[:3])}'
-                         f'{", ..." if len(found) > 3 else ""}): {resume}start a new run in a new folder, '
-                         f'e.g. -out-dir {free}')
+                         f'{", ..." if len(found) > 3 else ""}){stopped}: {resume}start a new run in a new '
+                         f'folder, e.g. -out-dir {free}')
 
 
 def claim(folder, new: bool) -> tuple:

@@ -18,11 +18,15 @@ _INFO = {
     'cifar10dvs': dict(num_classes=10, in_channels=2, size=(48, 48), events=True),
     'cifar10': dict(num_classes=10, in_channels=3, size=(32, 32), events=False),
     'cifar100': dict(num_classes=100, in_channels=3, size=(32, 32), events=False),
-    'tinyimagenet': dict(num_classes=200, in_channels=3, size=(64, 64), events=False),
+    'tinyimagenet': dict(num_classes=200, in_channels=3, size=(32, 32), events=False),
 }
 NAMES = tuple(_INFO)
 #: options of ``build('synthetic', ...)`` and their defaults
 SYNTHETIC_OPTIONS = dict(num_samples=1024, num_test_samples=512, size=32, seed=0)
+#: options of ``build`` for the other datasets (``image_size``: TinyImageNet only) and their defaults
+OPTIONS = dict(augment=True, image_size=32)
+#: TinyImageNet's image sizes: the authors' (the default) and the native one
+TINYIMAGENET_SIZES = (32, 64)
 
 
 def model_input(x):
@@ -33,12 +37,13 @@ def model_input(x):
 
 def info(name: str, **options) -> dict:
     """``dict(num_classes, in_channels, size=(H, W), events)`` of dataset ``name``
-    (``size`` follows the ``size`` option of ``'synthetic'``)."""
+    (``size`` follows the ``size`` option of ``'synthetic'`` and the ``image_size`` of ``'tinyimagenet'``)."""
     if name not in _INFO:
         raise ValueError(f'unknown dataset {name!r}; choose one of {", ".join(NAMES)}')
     result = dict(_INFO[name])
-    if name == 'synthetic' and 'size' in options:
-        result['size'] = (options['size'], options['size'])
+    side = options.get('size') if name == 'synthetic' else options.get('image_size') if name == 'tinyimagenet' else None
+    if side is not None:
+        result['size'] = (side, side)
     return result
 
 
@@ -49,23 +54,31 @@ def build(name: str, root, T: int, train: bool, **options):
     ``SYNTHETIC_OPTIONS``: ``num_samples`` / ``num_test_samples`` (the train / test split's
     size), ``size`` (frame side) and ``seed`` (the two splits never share a sample).
     The event datasets frame their recordings into ``T`` frames by event count; the
-    static ones ignore ``T``.  The training splits are augmented as in the authors' code.
+    static ones ignore ``T``.  The training splits are augmented as in the authors' code unless
+    ``augment=False`` (the synthetic data have no augmentation); ``image_size`` (TinyImageNet only) is
+    32, the authors' pipeline, or 64, the native size (``static``).
     """
     info(name)
     if not isinstance(T, int) or T < 1:
         raise ValueError(f'T must be a positive int, got {T!r}')
     if name == 'synthetic':
-        unknown = sorted(set(options) - set(SYNTHETIC_OPTIONS))
+        unknown = sorted(set(options) - set(SYNTHETIC_OPTIONS) - {'augment'})
         if unknown:
             raise ValueError(f"dataset 'synthetic' has no option {', '.join(unknown)}; "
-                             f"its options are {', '.join(SYNTHETIC_OPTIONS)}")
+                             f"its options are {', '.join(SYNTHETIC_OPTIONS)}, augment")
         o = {**SYNTHETIC_OPTIONS, **options}
         return SyntheticEvents(o['num_samples'] if train else o['num_test_samples'], T=T, size=o['size'],
                                seed=2 * o['seed'] + (0 if train else 1))
-    if options:
-        raise ValueError(f'dataset {name!r} takes no options, got {", ".join(sorted(options))}')
+    allowed = set(OPTIONS) if name == 'tinyimagenet' else {'augment'}
+    if set(options) - allowed:
+        raise ValueError(f'dataset {name!r} has no option {", ".join(sorted(set(options) - allowed))}; its options '
+                         f'are {", ".join(sorted(allowed))}')
+    o = {**OPTIONS, **options}
+    if o['image_size'] not in TINYIMAGENET_SIZES:
+        raise ValueError(f"tinyimagenet: image_size must be 32 (the authors' pipeline) or 64 (the native size), "
+                         f"got {o['image_size']!r}")
     if name in ('dvsgesture', 'cifar10dvs'):
         from .events import event_frames
-        return event_frames(name, root, T, train)
+        return event_frames(name, root, T, train, o['augment'])
     from .static import static_images
-    return static_images(name, root, train)
+    return static_images(name, root, train, o['augment'], o['image_size'])

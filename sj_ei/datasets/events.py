@@ -56,9 +56,9 @@ _WHERE = {
 _WORKERS = min(8, os.cpu_count() or 1)
 
 
-def event_frames(name: str, root, T: int, train: bool) -> Dataset:
+def event_frames(name: str, root, T: int, train: bool, augment: bool = True) -> Dataset:
     """The ``train`` or test split of ``'dvsgesture'`` / ``'cifar10dvs'`` as float
-    ``([T, 2, 48, 48], label)``, the training splits augmented (``transforms.event_transform``)."""
+    ``([T, 2, 48, 48], label)``, the training splits augmented (``transforms.event_transform``) unless not ``augment``."""
     root = Path(root)
     if not root.is_dir():
         raise _not_found(name, root, f'the data directory {root} does not exist')
@@ -70,11 +70,11 @@ def event_frames(name: str, root, T: int, train: bool) -> Dataset:
         else:
             frames = CIFAR10DVS(str(root), data_type='frame', frames_number=T, split_by='number')
     if name == 'dvsgesture':  # spikingjelly's class indices follow its folder names' string order: '10' before '2'
-        return FramedEvents(frames, event_transform(name, train), labels=[int(folder) for folder in frames.classes])
+        return FramedEvents(frames, event_transform(name, train and augment), labels=[int(folder) for folder in frames.classes])
     if tuple(frames.classes) != CIFAR10DVS_CLASSES:
         raise DatasetNotFoundError(f'cifar10dvs: {root}/events_np/ holds the classes {", ".join(frames.classes)}, '
                                    f'expected exactly {", ".join(CIFAR10DVS_CLASSES)}; move other folders elsewhere')
-    return FramedEvents(cifar10dvs_split(frames, train), event_transform(name, train))
+    return FramedEvents(cifar10dvs_split(frames, train), event_transform(name, train and augment))
 
 
 class FramedEvents(Dataset):

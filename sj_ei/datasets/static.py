@@ -3,10 +3,14 @@
 non-negative input, and the authors' code feeds the network these pixels directly (the
 batch-norm baselines get the same input, so both are compared on the same data).
 
-Training augmentation: random crop with zero padding of 1/8 of the side (32 pad 4 for
-CIFAR, 64 pad 8 for TinyImageNet), horizontal flip, then the authors' cutout
-(``transforms.RandomErase``: on half the images a rectangle of 2-40% of the area).  The test splits are CIFAR's test batches
-and TinyImageNet's validation images, unaugmented."""
+Training augmentation (``augment=False``: none): CIFAR, random crop 32 with zero padding 4,
+horizontal flip, then the authors' cutout (``transforms.RandomErase``: on half the images a
+rectangle of 2-40% of the area).  TinyImageNet (the authors' ``get_tinyimagenet``), at
+``image_size=32``: random resized crop 32 (scale 0.08-1), horizontal flip, colour jitter
+(brightness, contrast, saturation 0.4, hue 0.1), the cutout; at ``image_size=64`` (its native
+size, a departure from the paper): random crop 64 pad 8, flip, the cutout.  The test splits are
+CIFAR's test batches and TinyImageNet's validation images (resized to 32, ``Resize(32)``, at
+``image_size=32``), unaugmented."""
 from pathlib import Path
 
 from torchvision import datasets, transforms
@@ -29,11 +33,12 @@ _REQUIRED = {
 }
 
 
-def static_images(name: str, root, train: bool):
-    """The ``train`` or test split of ``'cifar10'``, ``'cifar100'`` or ``'tinyimagenet'``."""
+def static_images(name: str, root, train: bool, augment: bool = True, image_size: int = 32):
+    """The ``train`` or test split of ``'cifar10'``, ``'cifar100'`` or ``'tinyimagenet'`` (``image_size``:
+    TinyImageNet only, 32 or 64); the training split augmented unless not ``augment``."""
     root = Path(root)
     folder = _check(name, root)
-    transform = _transform(name, train)
+    transform = _transform(name, train and augment, image_size if name == 'tinyimagenet' else 32)
     if name == 'tinyimagenet':
         return TinyImageNet(folder, train, transform)
     try:
@@ -85,10 +90,18 @@ def _check(name: str, root: Path) -> Path:
     return root / folder
 
 
-def _transform(name: str, train: bool):
-    size = 64 if name == 'tinyimagenet' else 32
-    steps = [transforms.RandomCrop(size, padding=size // 8), transforms.RandomHorizontalFlip()] if train else []
+def _transform(name: str, augment: bool, size: int):
+    """PIL image -> ``[3, size, size]`` pixels in [0, 1]: augmented (``augment``) or not; ``size`` 32 of a
+    64x64 TinyImageNet image is the authors' random resized crop in training, their ``Resize(32)`` otherwise."""
+    authors = name == 'tinyimagenet' and size == 32
+    if augment and authors:
+        steps = [transforms.RandomResizedCrop(size, scale=(0.08, 1.0)), transforms.RandomHorizontalFlip(),
+                 transforms.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1)]
+    elif augment:
+        steps = [transforms.RandomCrop(size, padding=size // 8), transforms.RandomHorizontalFlip()]
+    else:
+        steps = [transforms.Resize(size)] if authors else []
     steps.append(transforms.ToTensor())
-    if train:
+    if augment:
         steps.append(RandomErase())
     return transforms.Compose(steps)

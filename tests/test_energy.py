@@ -1,4 +1,4 @@
-"""Operation counts (sj_ei.ops) against a hand count on a network whose every spike is known,
+"""Operation counts (sj_ei.energy) against a hand count on a network whose every spike is known,
 and the command line on the quick-start config."""
 import subprocess
 import sys
@@ -9,7 +9,7 @@ from torch import nn
 from spikingjelly.activation_based import layer as sj_layer
 
 import sj_ei
-from sj_ei import ops
+from sj_ei import energy
 
 T, B = 2, 2
 
@@ -78,7 +78,7 @@ LIF = dict(mul=UNITS, add=2 * UNITS + SPIKES)
 
 
 def test_ei_counts_equal_the_hand_count():
-    report = ops.count(ei_net(), [strokes()])
+    report = energy.count(ei_net(), [strokes()])
     conv, readout = report.rows
     assert report.samples == B
     assert (conv.name, conv.input, readout.input) == ('block.layer', 'spikes', 'counts')
@@ -99,10 +99,10 @@ def test_ei_counts_equal_the_hand_count():
         ('readout', 'inhibition', 'add'): T * 1,        # ReLU
     }
     for key, row in (('conv', conv), ('readout', readout)):
-        for part in ops.PARTS:
-            for op in ops.OPS:
+        for part in energy.PARTS:
+            for op in energy.OPS:
                 assert report.count(op, row, part) == hand.get((key, part, op), 0), (key, part, op)
-    p = ops.Prices()
+    p = energy.Prices()
     ac, mac = 22 * 5 + SPIKES * 3, 18 * 8 + 2 * T
     adds = 16 * T + 3 * UNITS + LIF['add'] + T
     want = ac * p.ac + mac * p.mac + UNITS * p.div + 2 * UNITS * p.mul + adds * p.add
@@ -112,7 +112,7 @@ def test_ei_counts_equal_the_hand_count():
 
 
 def test_batch_norm_network_pays_its_convolutions_and_the_folded_bias():
-    ei, bn = ops.compare(ei_net(), bn_net(), [strokes()])
+    ei, bn = energy.compare(ei_net(), bn_net(), [strokes()])
     conv, readout = bn.rows
     assert bn.count('ac', conv) == 22 * 4 and bn.count('mac') == 0 and bn.count('div') == 0
     assert bn.count('add', conv) == UNITS + LIF['add']      # folded batch-norm bias, LIF
@@ -127,7 +127,7 @@ def test_real_valued_input_costs_dense_macs():
     spikingjelly 2's MACCounter)."""
     x = torch.zeros(T, B, 1, 4, 4)
     x[:, :, 0, 1:3, :] = torch.tensor([0.2, 0.7, 0.9, 0.4])  # a bright bar on a dark background
-    report = ops.count(ei_net(), [x])
+    report = energy.count(ei_net(), [x])
     conv = report.rows[0]
     assert conv.input == 'real' and report.count('ac', conv) == 0
     assert report.count('mac', conv, 'excitatory') == 16 * T * 9 * 4
@@ -137,12 +137,12 @@ def test_real_valued_input_costs_dense_macs():
 
 def test_approximate_division_is_priced_as_a_shift_or_a_table_read():
     net = ei_net()
-    exact = ops.count(net, [strokes()])
+    exact = energy.count(net, [strokes()])
     for name, size, price in (('shift', None, 'shift'), ('lut', 16, 'lut')):
         sj_ei.set_division(net, name, size)
-        report = ops.count(net, [strokes()])
+        report = energy.count(net, [strokes()])
         assert report.count('div') == exact.count('div')
-        saved = exact.count('div') * (ops.Prices().div - getattr(ops.Prices(), price))
+        saved = exact.count('div') * (energy.Prices().div - getattr(energy.Prices(), price))
         assert exact.energy() - report.energy() == pytest.approx(saved)
 
 
@@ -151,23 +151,29 @@ def test_a_division_sj_ei_cannot_price_is_one_error_naming_the_layer():
     sj_ei.ei_layers(net)[0][1].division = nn.Identity()
     with pytest.raises(TypeError, match=r"^EIConv2d 'block\.layer': cannot price its division Identity; "
                                         r"count with a division of sj_ei.division"):
-        ops.count(net, [strokes()])
+        energy.count(net, [strokes()])
 
 
 def test_prices_can_be_changed():
-    report = ops.count(ei_net(), [strokes()], ops.Prices.parse('ac=0,mac=0,mul=0,add=0,div=1'))
+    report = energy.count(ei_net(), [strokes()], energy.Prices.parse('ac=0,mac=0,mul=0,add=0,div=1'))
     assert report.energy() == UNITS
     with pytest.raises(ValueError, match='NAME=PICOJOULES'):
-        ops.Prices.parse('fma=3')
+        energy.Prices.parse('fma=3')
+
+
+def test_the_former_name_sj_ei_ops_is_the_same_module():
+    import sj_ei.ops
+    from sj_ei import ops
+    assert ops is sj_ei.ops is energy is sj_ei.energy and sj_ei.ops.Counter is energy.Counter
 
 
 def test_a_network_without_ei_layers_is_one_clear_error():
     with pytest.raises(ValueError, match='has no E-I layer.*baseline=True'):
-        ops.count(bn_net(), [strokes()])
+        energy.count(bn_net(), [strokes()])
 
 
 def test_command_line_counts_the_quickstart_networks(tmp_path):
-    result = subprocess.run([sys.executable, '-m', 'sj_ei.ops', '-cfg', 'configs/quickstart.yaml', '-batches', '1',
+    result = subprocess.run([sys.executable, '-m', 'sj_ei.energy', '-cfg', 'configs/quickstart.yaml', '-batches', '1',
                              '-set', 'batch_size=4', '-division', 'lut', '-table-size', '32'],
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
@@ -183,7 +189,7 @@ def test_command_line_counts_the_quickstart_networks(tmp_path):
 
 def test_counts_follow_spikingjelly2_op_counter_where_installed():
     """spikingjelly 2's ACCounter / MACCounter count the same ACs (spikes through a convolution)
-    and MACs (a real-valued image) as sj_ei.ops; they count per forward call, sj_ei.ops per sample."""
+    and MACs (a real-valued image) as sj_ei.energy; they count per forward call, sj_ei.energy per sample."""
     op_counter = pytest.importorskip('spikingjelly.activation_based.op_counter')
     conv = nn.Conv2d(1, 4, 3, padding=1, bias=False)
     image = torch.zeros(T, B, 1, 4, 4)
@@ -193,16 +199,16 @@ def test_counts_follow_spikingjelly2_op_counter_where_installed():
         conv(strokes().flatten(0, 1))
     with op_counter.DispatchCounterMode([mac]):
         conv(image.flatten(0, 1))
-    bn, ei = ops.count(bn_net(), [strokes()], baseline=True), ops.count(ei_net(), [image])
+    bn, ei = energy.count(bn_net(), [strokes()], baseline=True), energy.count(ei_net(), [image])
     assert ac.get_total() / B == bn.count('ac', bn.rows[0])
     assert mac.get_total() / B == ei.count('mac', ei.rows[0], 'excitatory')
 
 
 @pytest.mark.parametrize('network', ['hand-counted', 'quick-start vgg8'])
 def test_spikingjelly2_counts_an_ei_network_as_sj_ei_ops_with_sj_ei_rules(network):
-    """sj_ei.op_counter's module rules in spikingjelly 2's ModuleCounterMode give sj_ei.ops' totals:
+    """sj_ei.op_counter's module rules in spikingjelly 2's ModuleCounterMode give sj_ei.energy' totals:
     ACs, MACs (the I population's W_EI paths), divisions; and the E-I layers' multiplications and
-    additions (sj_ei.ops adds the LIF neurons' own, which spikingjelly counts its way)."""
+    additions (sj_ei.energy adds the LIF neurons' own, which spikingjelly counts its way)."""
     op_counter = pytest.importorskip('sj_ei.op_counter', reason='spikingjelly 2 only: 0.0.0.0.14 has no op_counter',
                                      exc_type=ImportError)
     from spikingjelly.activation_based.op_counter import ModuleCounterMode
@@ -219,7 +225,7 @@ def test_spikingjelly2_counts_an_ei_network_as_sj_ei_ops_with_sj_ei_rules(networ
     with torch.no_grad(), ModuleCounterMode(list(counters.values()), model=net.eval()):
         net(x)
     functional.reset_net(net)
-    report = ops.count(net, [x])
+    report = energy.count(net, [x])
     for op in ('ac', 'mac', 'div'):
         assert counters[op].get_total() == report.count(op) * report.samples > 0, op
     for op in ('mul', 'add'):
