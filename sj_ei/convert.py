@@ -508,12 +508,7 @@ class ZooClassifier(nn.Module):
         self.net, self.in_channels, self.T = net, in_channels, T
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() == 4 and self.T is not None:
-            x = x.unsqueeze(0).expand(self.T, *x.shape)
-        elif x.dim() != 5:
-            raise ValueError(f'expected input [T, B, C, H, W] (or [B, C, H, W] with T given) with C={self.in_channels}, '
-                             f'got {tuple(x.shape)}')
-        return self.net(x)
+        return self.net(models.time_sequence(x, self.T, self.in_channels))
 
 
 def from_zoo(name: str, num_classes: int, in_channels: int = 3, T: Optional[int] = None, norm: str = 'ei',

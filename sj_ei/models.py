@@ -68,6 +68,19 @@ class BasicBlock(nn.Module):
         return self.main(x_seq) + self.shortcut(x_seq)
 
 
+def time_sequence(x: torch.Tensor, T: Optional[int], in_channels: int) -> torch.Tensor:
+    """A classifier's input as ``[T, B, C, H, W]``: events as they are, a static ``[B, C, H, W]`` repeated ``T``
+    times; one clear error for any other shape, or for a static input without ``T``."""
+    if x.dim() == 4:
+        if T is None:
+            raise ValueError('a static input [B, C, H, W] needs the number of time steps: '
+                             'build the model with T=..., or pass [T, B, C, H, W]')
+        return x.unsqueeze(0).expand(T, *x.shape)
+    if x.dim() != 5:
+        raise ValueError(f'expected input [T, B, C, H, W] or [B, C, H, W] with C={in_channels}, got {tuple(x.shape)}')
+    return x
+
+
 class SpikingClassifier(nn.Module):
     """``features`` (multi-step spiking blocks), global average pooling, ``readout``.
     ``min_size``: the smallest input height and width that ``features`` can pool."""
@@ -82,14 +95,7 @@ class SpikingClassifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[T, B, C, H, W]`` (events) or ``[B, C, H, W]`` (static, repeated ``self.T`` times)
         ``-> [T, B, num_classes]``."""
-        if x.dim() == 4:
-            if self.T is None:
-                raise ValueError('a static input [B, C, H, W] needs the number of time steps: '
-                                 'build the model with T=..., or pass [T, B, C, H, W]')
-            x = x.unsqueeze(0).expand(self.T, *x.shape)
-        elif x.dim() != 5:
-            raise ValueError(f'expected input [T, B, C, H, W] or [B, C, H, W] with C={self.in_channels}, '
-                             f'got {tuple(x.shape)}')
+        x = time_sequence(x, self.T, self.in_channels)
         if min(x.shape[-2:]) < self.min_size:
             poolings = self.min_size.bit_length() - 1
             raise ValueError(f'input of {x.shape[-2]}x{x.shape[-1]} is too small for this network: its '
